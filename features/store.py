@@ -1,0 +1,87 @@
+"""The Feast store of LLMSeqRec: write the offline sources, apply the definitions,
+materialize to the online store, and read features back."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from feast import FeatureStore, RepoConfig
+
+from features.data_sources import item_embeddings_source, user_recent_items_source
+from features.entities import item, user
+from features.feature_services import recommender
+from features.feature_views import item_embeddings, user_recent_items
+
+FEATURE_REPO = Path(__file__).resolve().parent
+DEFINITIONS = [item, user, item_embeddings_source, user_recent_items_source,
+               item_embeddings, user_recent_items, recommender]
+
+
+def feature_store(state_dir: Path) -> FeatureStore:
+    """The store configured by features/feature_store.yaml, its state under `state_dir`."""
+    text = (FEATURE_REPO / "feature_store.yaml").read_text()
+    config = RepoConfig(**yaml.safe_load(text.replace("${LLMSEQREC_HOME}", str(state_dir))))
+    config.repo_path = state_dir / "feast"
+    (config.repo_path / "data").mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=config)
+
+
+def _source_path(store: FeatureStore, source) -> Path:
+    return Path(store.config.repo_path) / source.path
+
+
+def publish_features(
+    state_dir: Path,
+    items: pd.DataFrame,
+    embeddings: np.ndarray,
+    embedding_version: str,
+    interactions: pd.DataFrame,
+    as_of: datetime,
+    recent_n: int = 50,
+) -> None:
+    """Write item embeddings and users' recent items as offline sources, `feast apply`,
+    and materialize both into the online store."""
+    store = feature_store(state_dir)
+    pd.DataFrame({
+        "item_id": items["item_id"].to_numpy(np.int64),
+        "embedding": list(embeddings.astype(np.float32)),
+        "title": items["title"].to_numpy(),
+        "embedding_version": embedding_version,
+        "event_timestamp": as_of,
+    }).to_parquet(_source_path(store, item_embeddings_source), index=False)
+    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
+    recent = ordered.groupby("user_id").tail(recent_n).groupby("user_id")["item_id"].agg(list)
+    pd.DataFrame({
+        "user_id": recent.index.to_numpy(np.int64),
+        "recent_items": recent.to_list(),
+        "event_timestamp": as_of,
+    }).to_parquet(_source_path(store, user_recent_items_source), index=False)
+    store.apply(DEFINITIONS)
+    store.materialize(start_date=as_of - timedelta(days=1), end_date=as_of + timedelta(seconds=1))
+
+
+def read_item_embeddings(state_dir: Path, item_ids: np.ndarray, as_of: datetime) -> np.ndarray:
+    """Point-in-time item embeddings from the offline store, in the order of `item_ids`."""
+    entity_df = pd.DataFrame({"item_id": item_ids.astype(np.int64), "event_timestamp": as_of})
+    df = feature_store(state_dir).get_historical_features(
+        entity_df=entity_df, features=["item_embeddings:embedding"]
+    ).to_df()
+    found = df.set_index("item_id")["embedding"].reindex(item_ids)
+    missing = found.isna()
+    if missing.any():
+        raise LookupError(f"{int(missing.sum())} items have no embedding as of {as_of}, "
+                          f"e.g. item {item_ids[missing.to_numpy()][0]}")
+    return np.stack(found.to_numpy()).astype(np.float32)
+
+
+def read_recent_items(state_dir: Path, user_ids: list[int]) -> list[list[int] | None]:
+    """Each user's recent items from the online store; None for an unknown user."""
+    rows = feature_store(state_dir).get_online_features(
+        features=["user_recent_items:recent_items"],
+        entity_rows=[{"user_id": int(u)} for u in user_ids],
+    ).to_dict()
+    return [list(r) if r is not None else None for r in rows["recent_items"]]

@@ -1,0 +1,166 @@
+"""The whole job as one Prefect flow: validate, embed, publish features, train, register."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from data_checks.validate import ValidatedDataset, save_quarantine, validate_dataset
+from features.encoder import default_encoder, encode_texts
+from features.item_text import DEFAULT_FIELDS, item_texts
+from features.store import publish_features, read_item_embeddings
+from llmseqrec.datasets import BUNDLED_MOVIELENS, DatasetError, RawDataset, load_movielens
+from llmseqrec.settings import EXPERIMENT, MODEL_NAME, Stores, default_state_dir
+from serving.recommender import save_bundle
+from serving.registry import Promotion, log_recommender, register_and_promote
+from training.evaluate import evaluate_split, model_scorer, popularity_scorer
+from training.model import ModelConfig
+from training.sequences import ItemIndex, Split, leave_one_out, popularity, user_sequences
+from training.train import TrainConfig, TrainResult, device, train_model
+
+
+@dataclass(frozen=True)
+class Trained:
+    result: TrainResult
+    index: ItemIndex
+    split: Split
+    popularity: np.ndarray
+    metrics: dict[str, float]
+
+
+@task(cache_policy=NO_CACHE)
+def load(data_dir: Path) -> RawDataset:
+    return load_movielens(data_dir)
+
+
+@task(cache_policy=NO_CACHE)
+def validate(raw: RawDataset, stores: Stores, batch_id: str, now: datetime) -> ValidatedDataset:
+    log = get_run_logger()
+    checked = validate_dataset(raw, now=int(now.timestamp()))
+    for name, frame in (("items", checked.items), ("interactions", checked.interactions)):
+        log.info("%s: %d rows in, %d accepted, %d quarantined %s", name, frame.rows_in,
+                 len(frame.accepted), len(frame.quarantined), frame.failures or "")
+    for path in save_quarantine(checked, stores.quarantine_dir, batch_id):
+        log.warning("quarantined rows written to %s", path)
+    return checked
+
+
+def embedding_version(encoder: str, fields: tuple[str, ...]) -> str:
+    """Names the recipe of an embedding: encoder, pooling and text fields."""
+    recipe = f"{encoder}|mean|title,{','.join(fields)}"
+    return f"{Path(encoder).name}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}"
+
+
+@task(cache_policy=NO_CACHE)
+def embed(items: pd.DataFrame, encoder: str) -> np.ndarray:
+    return encode_texts(item_texts(items, DEFAULT_FIELDS), encoder)
+
+
+@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def publish(stores: Stores, checked: ValidatedDataset, embeddings: np.ndarray, version: str,
+            now: datetime) -> None:
+    publish_features(stores.state_dir, checked.items.accepted, embeddings, version,
+                     checked.interactions.accepted, now)
+
+
+@task(cache_policy=NO_CACHE)
+def train(stores: Stores, checked: ValidatedDataset, model_cfg: dict, train_cfg: TrainConfig,
+          now: datetime) -> Trained:
+    log = get_run_logger()
+    index = ItemIndex.from_items(checked.items.accepted["item_id"])
+    split = leave_one_out(user_sequences(checked.interactions.accepted, index))
+    if not split.train:
+        raise DatasetError("no user has 3 or more accepted interactions: nothing to train on")
+    cfg = ModelConfig(num_items=len(index), **model_cfg)
+    text = None
+    if cfg.item_repr != "id":
+        text = torch.from_numpy(read_item_embeddings(stores.state_dir, index.item_ids, now))
+    result = train_model(split, cfg, train_cfg, text,
+                         on_epoch=lambda r: log.info("epoch %(epoch)d loss %(loss).4f "
+                                                     "valid ndcg@10 %(valid_ndcg_at_10).4f", r))
+    counts = popularity(split.train, len(index))
+    metrics = evaluate_split(model_scorer(result.model, device()), split)
+    metrics |= evaluate_split(popularity_scorer(counts), split, prefix="popularity_")
+    log.info("test ndcg@10: model %.4f, popularity %.4f", metrics["test_ndcg_at_10"],
+             metrics["popularity_test_ndcg_at_10"])
+    return Trained(result, index, split, counts, metrics)
+
+
+@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def register(stores: Stores, checked: ValidatedDataset, trained: Trained, params: dict,
+             version: str) -> Promotion:
+    """One MLflow run: parameters, data counts, curves, metrics, the model; then promotion."""
+    mlflow.set_tracking_uri(stores.tracking_uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=stores.artifact_location)
+    mlflow.set_experiment(EXPERIMENT)
+    titles = checked.items.accepted.set_index("item_id").loc[trained.index.item_ids, "title"]
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params(params | {"embedding_version": version,
+                                    "best_epoch": trained.result.best_epoch})
+        for name, frame in (("items", checked.items), ("interactions", checked.interactions)):
+            mlflow.log_metrics({f"{name}_rows_in": frame.rows_in,
+                                f"{name}_rows_accepted": len(frame.accepted),
+                                f"{name}_rows_quarantined": len(frame.quarantined)})
+        for row in trained.result.history:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        mlflow.log_metrics(trained.metrics)
+        mlflow.set_tag("embedding_version", version)
+        bundle = Path(tmp) / "recommender.pt"
+        save_bundle(bundle, trained.result.model, trained.index, titles.tolist(),
+                    trained.popularity, version)
+        example = trained.index.decode(trained.split.test_history[0][-5:]).tolist()
+        model_uri = log_recommender(bundle, example)
+        promotion = register_and_promote(model_uri, MODEL_NAME, "test_ndcg_at_10",
+                                         trained.metrics["test_ndcg_at_10"])
+        mlflow.set_tags({"registered_version": promotion.version,
+                         "promotion": promotion.reason})
+    get_run_logger().info("run %s registered %s version %s: %s", run.info.run_id, MODEL_NAME,
+                          promotion.version, promotion.reason)
+    return promotion
+
+
+@flow(name="train-pipeline")
+def train_pipeline(
+    data_dir: Path = BUNDLED_MOVIELENS,
+    state_dir: Path | None = None,
+    encoder: str | None = None,
+    item_repr: str = "hybrid",
+    max_len: int = 50,
+    hidden: int = 64,
+    layers: int = 2,
+    epochs: int = 100,
+    patience: int = 5,
+    batch_size: int = 128,
+    seed: int = 42,
+) -> dict:
+    """Validate the MovieLens-format data in `data_dir`, embed and publish item features,
+    train, evaluate against popularity, register in MLflow and promote when better."""
+    stores = Stores(Path(state_dir) if state_dir else default_state_dir())
+    now = datetime.now(UTC)
+    batch_id = now.strftime("%Y%m%dT%H%M%S")
+    encoder = encoder or default_encoder()
+    raw = load(Path(data_dir))
+    checked = validate(raw, stores, batch_id, now)
+    version = embedding_version(encoder, DEFAULT_FIELDS)
+    embeddings = embed(checked.items.accepted, encoder)
+    publish(stores, checked, embeddings, version, now)
+    model_cfg = {"item_repr": item_repr, "max_len": max_len, "hidden": hidden, "layers": layers,
+                 "text_dim": embeddings.shape[1] if item_repr != "id" else 0}
+    train_cfg = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, seed=seed)
+    trained = train(stores, checked, model_cfg, train_cfg, now)
+    params = {"data_dir": str(data_dir), "encoder": encoder, **model_cfg, **asdict(train_cfg)}
+    promotion = register(stores, checked, trained, params, version)
+    return {"metrics": trained.metrics, "version": promotion.version,
+            "promoted": promotion.promoted, "reason": promotion.reason,
+            "state_dir": str(stores.state_dir)}

@@ -1,0 +1,1 @@
+"""LLMSeqRec: LLM-enhanced sequential recommendation, operated with Prefect, MLflow and Feast."""

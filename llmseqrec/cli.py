@@ -1,0 +1,96 @@
+"""The `llmseqrec` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmseqrec.datasets import BUNDLED_MOVIELENS, DatasetError
+from llmseqrec.settings import MODEL_NAME, Stores, default_state_dir
+
+app = typer.Typer(help="LLM-enhanced sequential recommendation, run as MLOps.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+StateDir = Annotated[Path | None, typer.Option(help="State directory (default $LLMSEQREC_HOME "
+                                                    "or ./.llmseqrec)")]
+
+
+class NoTracebackFor(logging.Filter):
+    """Log expected, user-facing errors as their message alone."""
+
+    def __init__(self, *errors: type[Exception]) -> None:
+        super().__init__()
+        self.errors = errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.errors):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _stores(state_dir: Path | None) -> Stores:
+    return Stores(state_dir.resolve() if state_dir else default_state_dir())
+
+
+@app.command()
+def run(
+    data_dir: Annotated[Path, typer.Option(help="MovieLens-format data")] = BUNDLED_MOVIELENS,
+    state_dir: StateDir = None,
+    encoder: Annotated[str | None, typer.Option(help="HF model id or local path")] = None,
+    item_repr: Annotated[str, typer.Option(help="id, text or hybrid")] = "hybrid",
+    epochs: int = 100,
+    max_len: int = 50,
+    hidden: int = 64,
+    seed: int = 42,
+) -> None:
+    """Run the whole job once: validate, embed, publish features, train, register, promote."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+    from flows.train_pipeline import train_pipeline
+
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(NoTracebackFor(DatasetError))
+    stores = _stores(state_dir)
+    try:
+        summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
+                                 item_repr=item_repr, epochs=epochs, max_len=max_len,
+                                 hidden=hidden, seed=seed)
+    except DatasetError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    m = summary["metrics"]
+    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(f"\ntest NDCG@10: model {m['test_ndcg_at_10']:.4f}, "
+               f"popularity {m['popularity_test_ndcg_at_10']:.4f}")
+    typer.echo(f"version {summary['version']}: "
+               f"{'champion' if summary['promoted'] else 'not promoted'} ({summary['reason']})")
+    typer.echo(f"""
+Next:
+  serve the champion:  .venv/bin/llmseqrec serve --port 5001
+  query it:            curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
+                         -d '{{"inputs": [{{"history": [1, 32, 260], "k": 5}}]}}'
+  MLflow UI:           .venv/bin/mlflow ui --backend-store-uri {stores.tracking_uri} --port 5000
+  Prefect UI:          .venv/bin/prefect server start   (then open http://127.0.0.1:4200)""")
+
+
+def serve_command(stores: Stores, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict]:
+    """`mlflow models serve` of the champion, and the environment it needs."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = os.environ | {"MLFLOW_TRACKING_URI": stores.tracking_uri,
+                        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    cmd = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion",
+           "--env-manager", "local", "--host", host, "--port", str(port)]
+    return cmd, env
+
+
+@app.command()
+def serve(port: int = 5001, host: str = "127.0.0.1", state_dir: StateDir = None) -> None:
+    """Serve the champion with `mlflow models serve` (loopback only unless --host says else)."""
+    cmd, env = serve_command(_stores(state_dir), port, host)
+    raise typer.Exit(subprocess.call(cmd, env=env))

@@ -1,0 +1,7 @@
+"""MLflow models-from-code entry: the file logged as the model's code."""
+
+from mlflow.models import set_model
+
+from serving.recommender import Recommender
+
+set_model(Recommender())

@@ -1,0 +1,58 @@
+"""Log the recommender to MLflow, register it, and promote it to champion when it is better."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from serving.schema import Query
+
+MODEL_CODE = Path(__file__).resolve().parent / "model_code.py"
+PACKAGE_ROOT = MODEL_CODE.parents[1]
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    promoted: bool
+    reason: str
+
+
+def log_recommender(bundle: Path, example_history: list[int]) -> str:
+    """Log the pyfunc (code, bundle, signature, input example) in the active run; its URI."""
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(MODEL_CODE),
+        artifacts={"bundle": str(bundle)},
+        code_paths=[str(PACKAGE_ROOT / "training"), str(PACKAGE_ROOT / "serving")],
+        input_example=[Query(history=example_history, k=10).model_dump()],
+    )
+    return info.model_uri
+
+
+def register_and_promote(model_uri: str, name: str, metric: str, value: float) -> Promotion:
+    """Register a new version; make it champion when there is none or `value` beats the
+    champion's `metric` (higher is better). The decision is tagged on the version."""
+    client = MlflowClient()
+    version = str(mlflow.register_model(model_uri, name).version)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    if champion is None:
+        promoted, reason = True, "no champion yet"
+    else:
+        best = client.get_run(champion.run_id).data.metrics.get(metric, float("-inf"))
+        promoted = value > best
+        reason = (f"{metric} {value:.4f} {'>' if promoted else '<='} "
+                  f"{best:.4f} of champion version {champion.version}")
+    client.set_model_version_tag(name, version, "promotion", "promoted" if promoted else "refused")
+    client.set_model_version_tag(name, version, "promotion_reason", reason)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return Promotion(version=version, promoted=promoted, reason=reason)

@@ -1,0 +1,106 @@
+"""The whole job on a slice of the bundled data: a real Prefect flow run, GX, Feast and MLflow,
+then a real `mlflow models serve` process answering real HTTP requests."""
+
+import os
+import signal
+import subprocess
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from flows.train_pipeline import train_pipeline
+from llmseqrec.cli import serve_command
+from llmseqrec.settings import MODEL_NAME, Stores
+
+pytestmark = pytest.mark.e2e
+
+BAD_ROWS = [  # each caught by a different check
+    {"userId": "1", "movieId": "999999", "rating": "4.0", "timestamp": "1260759144"},
+    {"userId": "2", "movieId": "1", "rating": "4.0", "timestamp": "4102444800"},
+    {"userId": "3", "movieId": "1", "rating": "9", "timestamp": "1260759144"},
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(movielens_slice, tmp_path_factory, prefect_harness):
+    data_dir = tmp_path_factory.mktemp("data")
+    for f in movielens_slice.iterdir():
+        (data_dir / f.name).write_bytes(f.read_bytes())
+    ratings = pd.read_csv(data_dir / "ratings.csv", dtype=str)
+    pd.concat([ratings, pd.DataFrame(BAD_ROWS)]).to_csv(data_dir / "ratings.csv", index=False)
+    stores = Stores(tmp_path_factory.mktemp("state"))
+    state = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, hidden=16, layers=1,
+                           max_len=20, epochs=2, return_state=True)
+    return stores, state, len(ratings) + len(BAD_ROWS)
+
+
+def test_flow_run_registers_a_champion(pipeline_run):
+    stores, state, rows_in = pipeline_run
+    assert state.is_completed()
+    summary = state.result()
+    assert summary["promoted"] and summary["reason"] == "no champion yet"
+    mlflow.set_tracking_uri(stores.tracking_uri)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert str(champion.version) == str(summary["version"])
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert 0 <= metrics["test_ndcg_at_10"] <= 1 and "popularity_test_ndcg_at_10" in metrics
+    assert metrics["interactions_rows_in"] == rows_in
+    assert metrics["interactions_rows_quarantined"] == len(BAD_ROWS)
+    assert metrics["interactions_rows_accepted"] == rows_in - len(BAD_ROWS)
+    params = client.get_run(champion.run_id).data.params
+    assert params["item_repr"] == "hybrid" and params["hidden"] == "16"
+
+
+def test_bad_rows_are_quarantined_with_their_check(pipeline_run):
+    stores, _, _ = pipeline_run
+    [path] = stores.quarantine_dir.glob("*-interactions.csv")
+    quarantined = pd.read_csv(path)
+    assert sorted(quarantined["failed_checks"]) == [
+        "item_not_in_catalog", "rating_out_of_range", "timestamp_out_of_range"]
+
+
+def test_served_champion_answers_and_refuses_malformed_requests(pipeline_run, free_port):
+    stores, _, _ = pipeline_run
+    cmd, env = serve_command(stores, free_port)
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{free_port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(1)
+        history = [1, 32, 260, 1196, 2571]
+        reply = requests.post(f"{url}/invocations",
+                              json={"inputs": [{"history": history, "k": 5}]}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        [answer] = reply.json()["predictions"]
+        ids = [r["item_id"] for r in answer["recommendations"]]
+        catalog = set(pd.read_parquet(
+            stores.state_dir / "feast" / "data" / "item_embeddings.parquet")["item_id"])
+        assert len(ids) == 5 and len(set(ids)) == 5
+        assert not set(ids) & set(history) and set(ids) <= catalog
+        assert all(r["title"] for r in answer["recommendations"])
+
+        for bad, says in [({"inputs": [{"history": [1], "k": 0}]}, "greater than or equal to 1"),
+                          ({"inputs": [{"history": ["x"]}]}, "valid integer"),
+                          ({"inputs": "junk"}, "Expected list"),
+                          ({"rows": []}, "inputs")]:
+            reply = requests.post(f"{url}/invocations", json=bad, timeout=30)
+            assert reply.status_code == 400, (bad, reply.status_code, reply.text)
+            assert says in reply.json()["message"], reply.text
+        reply = requests.post(f"{url}/invocations", data=b"{not json",
+                              headers={"Content-Type": "application/json"}, timeout=30)
+        assert reply.status_code == 400 and "valid JSON" in reply.json()["message"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -1,0 +1,52 @@
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from serving.recommender import Recommender, save_bundle
+from serving.registry import log_recommender, register_and_promote
+from training.model import ModelConfig, SeqRec
+from training.sequences import ItemIndex
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    index = ItemIndex.from_items([101, 102, 103, 104, 105])
+    model = SeqRec(ModelConfig(num_items=5, max_len=4, hidden=8, layers=1, item_repr="id"))
+    path = tmp_path / "recommender.pt"
+    save_bundle(path, model, index, ["A", "B", "C", "D", "E"], np.array([0, 5, 4, 3, 2, 1]), "v")
+    return path
+
+
+def test_bundle_answers_without_the_history_and_falls_back_to_popularity(bundle):
+    from serving.schema import Query
+
+    rec = Recommender()
+    rec.load(bundle)
+    answer = rec.answer(Query(history=[101, 999, 103], k=10))
+    ids = [r.item_id for r in answer.recommendations]
+    assert sorted(ids) == [102, 104, 105] and answer.source == "model"
+    assert answer.unknown_items == [999]
+    cold = rec.answer(Query(history=[999], k=2))
+    assert cold.source == "popularity" and [r.item_id for r in cold.recommendations] == [101, 102]
+    assert [r.title for r in cold.recommendations] == ["A", "B"]
+
+
+def test_champion_only_changes_for_a_better_model(tmp_path, bundle):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "promotion", artifact_location=(tmp_path / "artifacts").as_uri()))
+    decisions = []
+    for ndcg in (0.10, 0.05, 0.20):
+        with mlflow.start_run():
+            mlflow.log_metric("test_ndcg_at_10", ndcg)
+            uri = log_recommender(bundle, [101, 102])
+            decisions.append(register_and_promote(uri, "rec", "test_ndcg_at_10", ndcg))
+    assert [d.promoted for d in decisions] == [True, False, True]
+    assert "0.0500 <= 0.1000 of champion version 1" in decisions[1].reason
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("rec", "champion").version) == "3"
+    assert client.get_model_version("rec", "2").tags["promotion"] == "refused"
+    served = mlflow.pyfunc.load_model("models:/rec@champion")
+    [answer] = served.predict([{"history": [101, 102], "k": 2}])
+    assert len(answer.recommendations) == 2

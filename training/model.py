@@ -1,0 +1,161 @@
+"""The whole sequential model: a SASRec backbone whose item representation fuses a learned
+ID embedding with a projection of the item's LLM text embedding.
+
+Item ids are contiguous from 1; id 0 is padding. Sequences are left-padded, and positions
+count back from the most recent item, so a history means the same thing whatever the
+padded length of its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ITEM_REPRS = ("id", "text", "hybrid")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    num_items: int  # real items, ids 1..num_items
+    max_len: int = 50  # longest history the model reads
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    item_repr: str = "hybrid"  # "id", "text" or "hybrid"
+    text_dim: int = 0  # width of the LLM item embedding; 0 when there is none
+
+    def __post_init__(self) -> None:
+        if self.item_repr not in ITEM_REPRS:
+            raise ValueError(f"item_repr must be one of {ITEM_REPRS}, got {self.item_repr!r}")
+        if self.item_repr != "id" and self.text_dim <= 0:
+            raise ValueError(f"item_repr={self.item_repr!r} needs text embeddings (text_dim > 0)")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.hidden)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.hidden)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.hidden, 4 * cfg.hidden),
+            nn.GELU(),
+            nn.Linear(4 * cfg.hidden, cfg.hidden),
+            nn.Dropout(cfg.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class SeqRec(nn.Module):
+    """SASRec over fused item representations; scores every item by a dot product.
+    `text_embeddings` (num_items, text_dim): row i is the LLM embedding of item i + 1."""
+
+    def __init__(self, cfg: ModelConfig, text_embeddings: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n = cfg.num_items + 1  # items are enumerated from 1; +1 for padding
+        if cfg.item_repr != "text":
+            self.item_id = nn.Embedding(n, cfg.hidden, padding_idx=0)
+            nn.init.normal_(self.item_id.weight, std=0.02)
+        if cfg.item_repr != "id":
+            if text_embeddings is None:  # weights to be loaded from a state dict
+                text_embeddings = torch.zeros(cfg.num_items, cfg.text_dim)
+            if tuple(text_embeddings.shape) != (cfg.num_items, cfg.text_dim):
+                raise ValueError(
+                    f"text embeddings must have shape {(cfg.num_items, cfg.text_dim)}, "
+                    f"got {tuple(text_embeddings.shape)}"
+                )
+            padding = torch.zeros(1, cfg.text_dim)
+            item_text = torch.cat([padding, text_embeddings.float()])  # (n, text_dim)
+            self.register_buffer("item_text", item_text)
+            self.text_adapter = nn.Sequential(
+                nn.Linear(cfg.text_dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden)
+            )
+        self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_f = nn.LayerNorm(cfg.hidden)
+
+    def item_embeddings(self) -> torch.Tensor:
+        """Representation of every item, padding included: (num_items + 1, hidden)."""
+        parts = []
+        if self.cfg.item_repr != "text":
+            parts.append(self.item_id.weight)
+        if self.cfg.item_repr != "id":
+            parts.append(self.text_adapter(self.item_text))
+        return torch.stack(parts).sum(0)
+
+    def encode(self, seq: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden state after each position of left-padded histories (B, T) -> (B, T, hidden)."""
+        seq = seq[:, -self.cfg.max_len :]
+        B, T = seq.shape
+        items = self.item_embeddings() if items is None else items
+        valid = seq > 0  # (B, T)
+        # positions count back from the most recent item: the last column is position 0
+        pos = torch.arange(T - 1, -1, -1, device=seq.device)  # (T,)
+        x = self.drop(items[seq] * self.cfg.hidden**0.5 + self.pos(pos))  # (B, T, C)
+        x = x * valid.unsqueeze(-1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).tril()  # (T, T)
+        eye = torch.eye(T, dtype=torch.bool, device=seq.device)
+        # a padded position attends to itself only, so no attention row is empty
+        mask = (causal & valid.unsqueeze(1)) | eye  # (B, T, T)
+        mask = mask.unsqueeze(1)  # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)
+
+    def forward(self, seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of the next item at every non-padded target position."""
+        seq, targets = seq[:, -self.cfg.max_len :], targets[:, -self.cfg.max_len :]
+        items = self.item_embeddings()
+        h = self.encode(seq, items)  # (B, T, C)
+        keep = (targets > 0) & (seq > 0)  # (B, T): a target needs a history before it
+        logits = h[keep] @ items[1:].T  # (M, num_items): padding is never a candidate
+        return next_item_loss(logits, targets[keep])
+
+    @torch.no_grad()
+    def score_next(self, seq: torch.Tensor) -> torch.Tensor:
+        """Score of every item as the next one after each history: (B, T) -> (B, n).
+        Column 0 (padding) scores -inf."""
+        items = self.item_embeddings()
+        h = self.encode(seq, items)[:, -1]  # (B, C)
+        scores = torch.einsum("bd,nd->bn", h, items)  # (B, n)
+        scores[:, 0] = float("-inf")
+        return scores
+
+
+def next_item_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Full-softmax cross-entropy: logits (M, num_items) over items 1..num_items,
+    targets (M,) item ids from 1."""
+    return F.cross_entropy(logits.float(), targets - 1)

@@ -1,0 +1,88 @@
+"""User sequences from an interaction log, the leave-one-out split, and padded batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+@dataclass(frozen=True)
+class ItemIndex:
+    """Maps catalog item ids to contiguous model ids from 1 (0 is padding)."""
+
+    item_ids: np.ndarray  # item_ids[i] is the catalog id of model id i + 1
+
+    @classmethod
+    def from_items(cls, item_ids) -> ItemIndex:
+        return cls(np.unique(np.asarray(item_ids, dtype=np.int64)))
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def encode(self, item_ids) -> np.ndarray:
+        """Model ids of catalog ids; 0 for an id outside the index."""
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        pos = np.searchsorted(self.item_ids, item_ids).clip(max=len(self.item_ids) - 1)
+        return np.where(self.item_ids[pos] == item_ids, pos + 1, 0)
+
+    def decode(self, model_ids) -> np.ndarray:
+        return self.item_ids[np.asarray(model_ids, dtype=np.int64) - 1]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Leave-one-out: the last item is the test target, the one before the validation target."""
+
+    train: list[np.ndarray]  # each user's sequence without its last two items
+    valid_history: list[np.ndarray]
+    valid_target: np.ndarray
+    test_history: list[np.ndarray]
+    test_target: np.ndarray
+
+
+def user_sequences(interactions: pd.DataFrame, index: ItemIndex) -> list[np.ndarray]:
+    """Each user's model item ids in time order (ties keep log order); users by id."""
+    df = interactions.assign(item=index.encode(interactions["item_id"]))
+    df = df[df["item"] > 0].sort_values(["user_id", "timestamp"], kind="stable")
+    return [g.to_numpy() for _, g in df.groupby("user_id", sort=True)["item"]]
+
+
+def leave_one_out(sequences: list[np.ndarray]) -> Split:
+    """Split users with at least three interactions; shorter ones cannot be evaluated."""
+    seqs = [s for s in sequences if len(s) >= 3]
+    return Split(
+        train=[s[:-2] for s in seqs],
+        valid_history=[s[:-2] for s in seqs],
+        valid_target=np.array([s[-2] for s in seqs], dtype=np.int64),
+        test_history=[s[:-1] for s in seqs],
+        test_target=np.array([s[-1] for s in seqs], dtype=np.int64),
+    )
+
+
+def training_windows(train: list[np.ndarray], max_len: int) -> list[np.ndarray]:
+    """Cut each training sequence, from its end, into windows of at most max_len + 1 items:
+    every item of a long history is a training target once."""
+    windows = []
+    for seq in train:
+        for end in range(len(seq), 1, -max_len):
+            windows.append(seq[max(0, end - max_len - 1) : end])
+    return windows
+
+
+def pad_left(seqs: list[np.ndarray], max_len: int) -> torch.Tensor:
+    """Left-pad the last max_len items of each sequence to the longest one: (B, T)."""
+    T = max(1, min(max_len, max(len(s) for s in seqs)))
+    out = np.zeros((len(seqs), T), dtype=np.int64)
+    for row, s in enumerate(seqs):
+        s = s[-T:]
+        if len(s):
+            out[row, -len(s) :] = s
+    return torch.from_numpy(out)
+
+
+def popularity(train: list[np.ndarray], num_items: int) -> np.ndarray:
+    """Training interaction count of every model id (index 0, padding, counts 0)."""
+    return np.bincount(np.concatenate([np.zeros(0, np.int64), *train]), minlength=num_items + 1)
