@@ -142,6 +142,7 @@ def train_pipeline(
     epochs: int = 100,
     patience: int = 5,
     batch_size: int = 128,
+    lr: float = 3e-3,
     seed: int = 42,
 ) -> dict:
     """Validate the MovieLens-format data in `data_dir`, embed and publish item features,
@@ -157,7 +158,8 @@ def train_pipeline(
     publish(stores, checked, embeddings, version, now)
     model_cfg = {"item_repr": item_repr, "max_len": max_len, "hidden": hidden, "layers": layers,
                  "text_dim": embeddings.shape[1] if item_repr != "id" else 0}
-    train_cfg = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, seed=seed)
+    train_cfg = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                            seed=seed)
     trained = train(stores, checked, model_cfg, train_cfg, now)
     params = {"data_dir": str(data_dir), "encoder": encoder, **model_cfg, **asdict(train_cfg)}
     promotion = register(stores, checked, trained, params, version)

@@ -48,6 +48,7 @@ def run(
     epochs: int = 100,
     max_len: int = 50,
     hidden: int = 64,
+    lr: float = 3e-3,
     seed: int = 42,
 ) -> None:
     """Run the whole job once: validate, embed, publish features, train, register, promote."""
@@ -60,7 +61,7 @@ def run(
     try:
         summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
                                  item_repr=item_repr, epochs=epochs, max_len=max_len,
-                                 hidden=hidden, seed=seed)
+                                 hidden=hidden, lr=lr, seed=seed)
     except DatasetError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None

@@ -1,15 +1,20 @@
 """Readers from the formats users have into raw, all-text frames with canonical column names.
 
-Interactions: user_id, item_id, timestamp, rating. Items: item_id, title, genres, tags.
+Interactions: user_id, item_id, timestamp (unix seconds), rating and event_type (optional).
+Items: item_id, title, genres, tags.
 Everything is read as text so that validation, not the reader, decides what is malformed.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 BUNDLED_MOVIELENS = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
 
@@ -24,38 +29,83 @@ class RawDataset:
     items: pd.DataFrame
 
 
-def read_text_csv(path: Path, columns: dict[str, str], optional: dict[str, str] | None = None
-                  ) -> pd.DataFrame:
-    """Read a CSV as text and keep `columns` (source name -> canonical name), plus those of
-    `optional` that are present; fail clearly on what cannot be read."""
+def _read_frame(path: Path) -> pd.DataFrame:
+    """CSV, Parquet or JSON Lines by file suffix, every value as text (None when missing)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:
+            raise DatasetError(f"{path}: not a readable Parquet file ({e})") from e
+        columns = {}
+        for name, col in zip(table.column_names, table.columns, strict=True):
+            if pa.types.is_timestamp(col.type):  # typed times become unix seconds
+                col = pc.cast(col, pa.timestamp("s"), safe=False).cast(pa.int64())
+            columns[name] = col.cast(pa.string())
+        return pa.table(columns).to_pandas().astype(object).where(lambda d: d.notna(), None)
+    if suffix in (".jsonl", ".ndjson"):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{path}: not valid UTF-8 ({e})") from e
+        records = []
+        for n, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line) if line.strip() else {}
+            except ValueError as e:
+                raise DatasetError(f"{path}: line {n} is not valid JSON ({e})") from e
+            if not isinstance(record, dict):
+                raise DatasetError(f"{path}: line {n} is not a JSON object")
+            if record:
+                records.append(record)
+        if not records:
+            raise DatasetError(f"{path}: no rows")
+        df = pd.DataFrame.from_records(records)
+        return df.map(lambda v: None if v is None or v is pd.NA else str(v)).astype(object)
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError as e:
+        raise DatasetError(f"{path}: empty file, no header and no rows") from e
+    except (UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise DatasetError(f"{path}: not a readable UTF-8 CSV file ({e})") from e
+
+
+def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | None = None
+               ) -> tuple[pd.DataFrame, list[str]]:
+    """Read `path` as text and keep `columns` (source name -> canonical name), plus those of
+    `optional` that are present; also name the columns that were ignored."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise DatasetError(f"{path}: not a readable UTF-8 CSV file ({e})") from e
+    df = _read_frame(path)
     missing = sorted(set(columns) - set(df.columns))
     if missing:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
     keep = columns | {k: v for k, v in (optional or {}).items() if k in df.columns}
-    return df[list(keep)].rename(columns=keep)
+    ignored = [c for c in df.columns if c not in keep]
+    return df[list(keep)].rename(columns=keep), ignored
+
+
+def read_interaction_batch(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """An inbox batch: user_id, item_id, timestamp, optional rating and event_type."""
+    return read_table(path, {c: c for c in ("user_id", "item_id", "timestamp")},
+                      optional={"rating": "rating", "event_type": "event_type"})
 
 
 def load_movielens(data_dir: Path = BUNDLED_MOVIELENS) -> RawDataset:
     """MovieLens CSV release: ratings.csv, movies.csv and (optional) tags.csv."""
-    interactions = read_text_csv(
+    interactions, _ = read_table(
         data_dir / "ratings.csv",
         {"userId": "user_id", "movieId": "item_id", "timestamp": "timestamp"},
         optional={"rating": "rating"},
     )
-    items = read_text_csv(
+    items, _ = read_table(
         data_dir / "movies.csv", {"movieId": "item_id", "title": "title", "genres": "genres"}
     )
     items["genres"] = items["genres"].str.replace("|", ", ", regex=False)
     items["genres"] = items["genres"].where(items["genres"] != "(no genres listed)")
     tags_file = data_dir / "tags.csv"
     if tags_file.is_file():
-        tags = read_text_csv(tags_file, {"movieId": "item_id", "tag": "tag"}).dropna()
+        tags = read_table(tags_file, {"movieId": "item_id", "tag": "tag"})[0].dropna()
         tags["tag"] = tags["tag"].str.strip().str.lower()
         joined = tags.drop_duplicates().groupby("item_id")["tag"].agg(", ".join)
         items["tags"] = items["item_id"].map(joined)
