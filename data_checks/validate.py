@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import great_expectations as gx
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from data_checks.suites import interaction_suite, item_suite
-from llmseqrec.datasets import RawDataset
+from data_checks.suites import INTERACTION_FORMATS, interaction_suite, item_suite
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
+KEY = ["user_id", "item_id", "timestamp"]
+PARSED_TYPES = {"rating": pa.float64(), "event_type": pa.string()}  # the others are int64
 
 
 @dataclass(frozen=True)
@@ -21,81 +27,110 @@ class CheckedFrame:
     accepted: pd.DataFrame  # typed, canonical columns
     quarantined: pd.DataFrame  # the raw row, its row number in the input, and `failed_checks`
     failures: dict[str, int]  # check name -> failing rows
+    docs: str | None = field(default=None)  # Data Docs page of this validation
 
     @property
     def rows_in(self) -> int:
         return len(self.accepted) + len(self.quarantined)
 
 
-@dataclass(frozen=True)
-class ValidatedDataset:
-    interactions: CheckedFrame
-    items: CheckedFrame
-
-
-def run_suite(df: pd.DataFrame, suite: gx.ExpectationSuite) -> pd.Series:
-    """Failed check names of every row ('' when it passed every check)."""
-    context = gx.get_context(mode="ephemeral")
+def run_suite(df: pd.DataFrame, suite: gx.ExpectationSuite, docs_root: Path | None = None,
+              run_name: str = "validation") -> tuple[pd.Series, str | None]:
+    """Failed check names of every row ('' when it passed every check), and the Data Docs page
+    of the validation when `docs_root` (a GX project directory) is given."""
+    context = (gx.get_context(mode="file", project_root_dir=docs_root) if docs_root
+               else gx.get_context(mode="ephemeral"))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    asset = context.data_sources.add_pandas(suite.name).add_dataframe_asset(suite.name)
-    batch = asset.add_batch_definition_whole_dataframe("batch").get_batch(
-        batch_parameters={"dataframe": df}
-    )
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
-    reasons = pd.Series([[] for _ in range(len(df))], index=df.index, dtype=object)
+    source = context.data_sources.add_or_update_pandas("batches")
+    asset = (source.get_asset(suite.name) if suite.name in source.get_asset_names()
+             else source.add_dataframe_asset(suite.name))
+    batch = (asset.get_batch_definition("whole") if asset.batch_definitions
+             else asset.add_batch_definition_whole_dataframe("whole"))
+    suite = context.suites.add_or_update(suite)
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=suite.name, validation_definitions=[definition],
+        actions=[UpdateDataDocsAction(name="data_docs")] if docs_root else [],
+        result_format={"result_format": "COMPLETE"}))
+    run = checkpoint.run(batch_parameters={"dataframe": df},
+                         run_id=RunIdentifier(run_name=run_name))
+    [(identifier, result)] = run.run_results.items()
+    reasons = pd.Series("", index=df.index, dtype=object)
     for r in result.results:
+        check = r.expectation_config.meta["check"]
         if r.exception_info and r.exception_info.get("raised_exception"):
-            raise RuntimeError(f"check {r.expectation_config.meta['check']} could not run: "
+            raise RuntimeError(f"check {check} could not run: "
                                f"{r.exception_info['exception_message']}")
-        for idx in r.result.get("unexpected_index_list") or []:
-            reasons[idx].append(r.expectation_config.meta["check"])
-    return reasons.map(";".join)
+        failing = r.result.get("unexpected_index_list") or []
+        if failing:
+            reasons.loc[failing] += ";" + check
+    docs = context.get_docs_sites_urls(resource_identifier=identifier)[0]["site_url"] \
+        if docs_root else None
+    return reasons.str.lstrip(";"), docs
 
 
 def _split(raw: pd.DataFrame, reasons: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    bad = reasons != ""
+    bad = (reasons != "").to_numpy()
     quarantined = raw[bad].assign(failed_checks=reasons[bad]).rename_axis("row").reset_index()
     failures = reasons[bad].str.split(";").explode().value_counts().to_dict()
     return raw[~bad], quarantined, {k: int(v) for k, v in failures.items()}
 
 
-def validate_items(items: pd.DataFrame) -> CheckedFrame:
+def validate_items(items: pd.DataFrame, docs_root: Path | None = None,
+                   run_name: str = "items") -> CheckedFrame:
     raw = items.reset_index(drop=True)
-    accepted, quarantined, failures = _split(raw, run_suite(raw, item_suite()))
+    reasons, docs = run_suite(raw, item_suite(), docs_root, run_name)
+    accepted, quarantined, failures = _split(raw, reasons)
     accepted = accepted.astype({"item_id": "int64"})
-    return CheckedFrame(accepted.reset_index(drop=True), quarantined, failures)
+    return CheckedFrame(accepted.reset_index(drop=True), quarantined, failures, docs)
 
 
-def validate_interactions(interactions: pd.DataFrame, catalog_ids, now: int) -> CheckedFrame:
+def _parse(col: pd.Series, pattern: str, to: pa.DataType) -> tuple[np.ndarray, pd.Series]:
+    """Whether each text matches `pattern` (True when missing: that is a check of its own),
+    and the value of those that do (missing otherwise)."""
+    text = pa.array(col, type=pa.string(), from_pandas=True)
+    matches = pc.match_substring_regex(text, pattern)
+    values = pc.cast(pc.if_else(matches, text, pa.scalar(None, pa.string())), to)
+    return pc.fill_null(matches, True).to_numpy(zero_copy_only=False), values.to_pandas()
+
+
+def _stored(keys: pd.DataFrame, stored_keys: pd.DataFrame | None) -> np.ndarray:
+    """Whether each parsed (user, item, timestamp) is already in `stored_keys`."""
+    found = np.zeros(len(keys), dtype=bool)
+    if stored_keys is None or stored_keys.empty:
+        return found
+    stored = stored_keys[stored_keys["timestamp"].between(keys["timestamp"].min(),
+                                                          keys["timestamp"].max())]
+    if stored.empty:  # the usual case: a new batch is newer than the store
+        return found
+    whole = keys.notna().all(axis=1).to_numpy()
+    index = pd.MultiIndex.from_frame(keys[whole].astype("int64"))
+    found[whole] = index.isin(pd.MultiIndex.from_frame(stored[KEY].astype("int64")))
+    return found
+
+
+def validate_interactions(interactions: pd.DataFrame, catalog_ids, now: int,
+                          stored_keys: pd.DataFrame | None = None, docs_root: Path | None = None,
+                          run_name: str = "interactions") -> CheckedFrame:
+    """Check a raw interaction log against the catalog, the clock and what is already stored."""
     raw = interactions.reset_index(drop=True)
-    has_rating = "rating" in raw.columns
-    prepared = raw.assign(
-        timestamp_value=pd.to_numeric(raw["timestamp"], errors="coerce"),
-        repeats_earlier_row=raw.duplicated(["user_id", "item_id", "timestamp"], keep="first"),
-    )
-    if has_rating:
-        prepared["rating_value"] = pd.to_numeric(raw["rating"], errors="coerce")
-    suite = interaction_suite([str(i) for i in catalog_ids], now, has_rating)
-    accepted, quarantined, failures = _split(raw, run_suite(prepared, suite))
-    types = {"user_id": "int64", "item_id": "int64", "timestamp": "int64"}
-    accepted = accepted.astype(types | ({"rating": "float64"} if has_rating else {}))
-    return CheckedFrame(accepted.reset_index(drop=True), quarantined, failures)
-
-
-def validate_dataset(raw: RawDataset, now: int) -> ValidatedDataset:
-    """Validate the catalog, then the interaction log against the accepted catalog."""
-    items = validate_items(raw.items)
-    interactions = validate_interactions(raw.interactions, items.accepted["item_id"], now)
-    return ValidatedDataset(interactions=interactions, items=items)
-
-
-def save_quarantine(validated: ValidatedDataset, quarantine_dir: Path, batch_id: str) -> list[Path]:
-    """Write the quarantined rows of each frame, with their reasons; the files written."""
-    quarantine_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, frame in (("items", validated.items), ("interactions", validated.interactions)):
-        if len(frame.quarantined):
-            path = quarantine_dir / f"{batch_id}-{name}.csv"
-            frame.quarantined.assign(batch_id=batch_id).to_csv(path, index=False)
-            written.append(path)
-    return written
+    optional = [c for c in ("rating", "event_type") if c in raw.columns]
+    prepared = raw[KEY].copy()  # the suite reads these raw columns; the rest are helpers
+    parsed = {}
+    for column in KEY + optional:
+        prepared[f"{column}_well_formed"], parsed[column] = _parse(
+            raw[column], INTERACTION_FORMATS[column], PARSED_TYPES.get(column, pa.int64()))
+    typed = pd.DataFrame(parsed)
+    catalog = pd.Index([str(i) for i in catalog_ids])
+    prepared["item_in_catalog"] = raw["item_id"].isin(catalog) | raw["item_id"].isna()
+    prepared["timestamp_value"] = parsed["timestamp"]
+    prepared["repeats_earlier_row"] = typed.duplicated(KEY, keep="first")
+    prepared["already_stored"] = _stored(typed[KEY], stored_keys)
+    if "rating" in optional:
+        prepared["rating_value"] = parsed["rating"]
+    suite = interaction_suite(now, optional)
+    reasons, docs = run_suite(prepared, suite, docs_root, run_name)
+    _, quarantined, failures = _split(raw, reasons)
+    accepted = typed[(reasons == "").to_numpy()].astype({k: "int64" for k in KEY})
+    return CheckedFrame(accepted.reset_index(drop=True), quarantined, failures, docs)

@@ -3,7 +3,7 @@ materialize to the online store, and read features back."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from features.feature_services import recommender
 from features.feature_views import item_embeddings, user_recent_items
 
 FEATURE_REPO = Path(__file__).resolve().parent
+FIRST_FEATURE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 DEFINITIONS = [item, user, item_embeddings_source, user_recent_items_source,
                item_embeddings, user_recent_items, recommender]
 
@@ -34,17 +35,18 @@ def _source_path(store: FeatureStore, source) -> Path:
     return Path(store.config.repo_path) / source.path
 
 
-def publish_features(
-    state_dir: Path,
-    items: pd.DataFrame,
-    embeddings: np.ndarray,
-    embedding_version: str,
-    interactions: pd.DataFrame,
-    as_of: datetime,
-    recent_n: int = 50,
-) -> None:
-    """Write item embeddings and users' recent items as offline sources, `feast apply`,
-    and materialize both into the online store."""
+def _materialize(store: FeatureStore, view_name: str, as_of: datetime) -> None:
+    """Bring the online store up to `as_of`: incrementally once a view has been materialized."""
+    end = as_of + timedelta(milliseconds=1)
+    if store.get_feature_view(view_name).most_recent_end_time is None:
+        store.materialize(start_date=FIRST_FEATURE_TIME, end_date=end, feature_views=[view_name])
+    else:
+        store.materialize_incremental(end_date=end, feature_views=[view_name])
+
+
+def publish_item_embeddings(state_dir: Path, items: pd.DataFrame, embeddings: np.ndarray,
+                            embedding_version: str, as_of: datetime) -> None:
+    """Write the item embeddings as the offline source, `feast apply`, materialize online."""
     store = feature_store(state_dir)
     pd.DataFrame({
         "item_id": items["item_id"].to_numpy(np.int64),
@@ -53,15 +55,26 @@ def publish_features(
         "embedding_version": embedding_version,
         "event_timestamp": as_of,
     }).to_parquet(_source_path(store, item_embeddings_source), index=False)
+    store.apply(DEFINITIONS)
+    _materialize(store, item_embeddings.name, as_of)
+
+
+def refresh_user_features(state_dir: Path, interactions: pd.DataFrame, as_of: datetime,
+                          recent_n: int = 50) -> int:
+    """Append, as of `as_of`, the recent items of every user in `interactions` (their whole
+    stored history) to the offline source and materialize the change; the users refreshed."""
+    store = feature_store(state_dir)
     ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
     recent = ordered.groupby("user_id").tail(recent_n).groupby("user_id")["item_id"].agg(list)
-    pd.DataFrame({
-        "user_id": recent.index.to_numpy(np.int64),
-        "recent_items": recent.to_list(),
-        "event_timestamp": as_of,
-    }).to_parquet(_source_path(store, user_recent_items_source), index=False)
+    rows = pd.DataFrame({"user_id": recent.index.to_numpy(np.int64),
+                         "recent_items": recent.to_list(), "event_timestamp": as_of})
+    path = _source_path(store, user_recent_items_source)
+    if path.is_file():
+        rows = pd.concat([pd.read_parquet(path), rows], ignore_index=True)
+    rows.to_parquet(path, index=False)
     store.apply(DEFINITIONS)
-    store.materialize(start_date=as_of - timedelta(days=1), end_date=as_of + timedelta(seconds=1))
+    _materialize(store, user_recent_items.name, as_of)
+    return len(recent)
 
 
 def read_item_embeddings(state_dir: Path, item_ids: np.ndarray, as_of: datetime) -> np.ndarray:

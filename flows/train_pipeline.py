@@ -1,4 +1,5 @@
-"""The whole job as one Prefect flow: validate, embed, publish features, train, register."""
+"""The whole job as one Prefect flow: ingest (validate, store, quarantine), embed, publish
+features, train on the store, evaluate, register in MLflow, promote when better."""
 
 from __future__ import annotations
 
@@ -15,11 +16,17 @@ import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from data_checks.validate import ValidatedDataset, save_quarantine, validate_dataset
 from features.encoder import default_encoder, encode_texts
 from features.item_text import DEFAULT_FIELDS, item_texts
-from features.store import publish_features, read_item_embeddings
+from features.store import publish_item_embeddings, read_item_embeddings, refresh_user_features
 from llmseqrec.datasets import BUNDLED_MOVIELENS, DatasetError, RawDataset, load_movielens
+from llmseqrec.ingest import (
+    BatchReport,
+    batch_user_histories,
+    content_hash,
+    ingest_batch,
+    ingest_catalog,
+)
 from llmseqrec.settings import EXPERIMENT, MODEL_NAME, Stores, default_state_dir
 from serving.recommender import save_bundle
 from serving.registry import Promotion, log_recommender, register_and_promote
@@ -44,15 +51,20 @@ def load(data_dir: Path) -> RawDataset:
 
 
 @task(cache_policy=NO_CACHE)
-def validate(raw: RawDataset, stores: Stores, batch_id: str, now: datetime) -> ValidatedDataset:
+def ingest(raw: RawDataset, source: Path, stores: Stores, now: datetime) -> BatchReport:
+    """The catalog, then the interaction log as one batch of the store (once per content)."""
     log = get_run_logger()
-    checked = validate_dataset(raw, now=int(now.timestamp()))
-    for name, frame in (("items", checked.items), ("interactions", checked.interactions)):
-        log.info("%s: %d rows in, %d accepted, %d quarantined %s", name, frame.rows_in,
-                 len(frame.accepted), len(frame.quarantined), frame.failures or "")
-    for path in save_quarantine(checked, stores.quarantine_dir, batch_id):
-        log.warning("quarantined rows written to %s", path)
-    return checked
+    digest = content_hash(source)
+    items = ingest_catalog(raw.items, stores, digest[:16])
+    log.info("items: %d accepted, %d quarantined %s", len(items.accepted),
+             len(items.quarantined), items.failures or "")
+    report = ingest_batch(lambda: (raw.interactions, []), source.name, digest, stores, now)
+    log.info("interactions %s: %s", report.status, report.message)
+    if report.status == "accepted":
+        touched = batch_user_histories(stores, report.batch_id)
+        log.info("user features refreshed for %d users",
+                 refresh_user_features(stores.state_dir, touched, now))
+    return report
 
 
 def embedding_version(encoder: str, fields: tuple[str, ...]) -> str:
@@ -67,18 +79,18 @@ def embed(items: pd.DataFrame, encoder: str) -> np.ndarray:
 
 
 @task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def publish(stores: Stores, checked: ValidatedDataset, embeddings: np.ndarray, version: str,
+def publish(stores: Stores, items: pd.DataFrame, embeddings: np.ndarray, version: str,
             now: datetime) -> None:
-    publish_features(stores.state_dir, checked.items.accepted, embeddings, version,
-                     checked.interactions.accepted, now)
+    publish_item_embeddings(stores.state_dir, items, embeddings, version, now)
 
 
 @task(cache_policy=NO_CACHE)
-def train(stores: Stores, checked: ValidatedDataset, model_cfg: dict, train_cfg: TrainConfig,
+def train(stores: Stores, items: pd.DataFrame, model_cfg: dict, train_cfg: TrainConfig,
           now: datetime) -> Trained:
+    """Train on every interaction in the store: only validated rows ever get there."""
     log = get_run_logger()
-    index = ItemIndex.from_items(checked.items.accepted["item_id"])
-    split = leave_one_out(user_sequences(checked.interactions.accepted, index))
+    index = ItemIndex.from_items(items["item_id"])
+    split = leave_one_out(user_sequences(stores.store.read(), index))
     if not split.train:
         raise DatasetError("no user has 3 or more accepted interactions: nothing to train on")
     cfg = ModelConfig(num_items=len(index), **model_cfg)
@@ -97,21 +109,24 @@ def train(stores: Stores, checked: ValidatedDataset, model_cfg: dict, train_cfg:
 
 
 @task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def register(stores: Stores, checked: ValidatedDataset, trained: Trained, params: dict,
-             version: str) -> Promotion:
+def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained: Trained,
+             params: dict, version: str) -> Promotion:
     """One MLflow run: parameters, data counts, curves, metrics, the model; then promotion."""
     mlflow.set_tracking_uri(stores.tracking_uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         mlflow.create_experiment(EXPERIMENT, artifact_location=stores.artifact_location)
     mlflow.set_experiment(EXPERIMENT)
-    titles = checked.items.accepted.set_index("item_id").loc[trained.index.item_ids, "title"]
+    titles = items.set_index("item_id").loc[trained.index.item_ids, "title"]
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(params | {"embedding_version": version,
                                     "best_epoch": trained.result.best_epoch})
-        for name, frame in (("items", checked.items), ("interactions", checked.interactions)):
-            mlflow.log_metrics({f"{name}_rows_in": frame.rows_in,
-                                f"{name}_rows_accepted": len(frame.accepted),
-                                f"{name}_rows_quarantined": len(frame.quarantined)})
+        mlflow.log_metrics({"train_users": len(trained.split.train),
+                            "train_interactions": sum(map(len, trained.split.train)),
+                            "items": len(trained.index)})
+        if ingested.status == "accepted":
+            mlflow.log_metrics({"ingest_rows_in": ingested.rows_in,
+                                "ingest_rows_accepted": ingested.rows_accepted,
+                                "ingest_rows_quarantined": ingested.rows_quarantined})
         for row in trained.result.history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         mlflow.log_metrics(trained.metrics)
@@ -149,20 +164,20 @@ def train_pipeline(
     train, evaluate against popularity, register in MLflow and promote when better."""
     stores = Stores(Path(state_dir) if state_dir else default_state_dir())
     now = datetime.now(UTC)
-    batch_id = now.strftime("%Y%m%dT%H%M%S")
     encoder = encoder or default_encoder()
     raw = load(Path(data_dir))
-    checked = validate(raw, stores, batch_id, now)
+    ingested = ingest(raw, Path(data_dir) / "ratings.csv", stores, now)
+    items = stores.store.read_catalog()
     version = embedding_version(encoder, DEFAULT_FIELDS)
-    embeddings = embed(checked.items.accepted, encoder)
-    publish(stores, checked, embeddings, version, now)
+    embeddings = embed(items, encoder)
+    publish(stores, items, embeddings, version, now)
     model_cfg = {"item_repr": item_repr, "max_len": max_len, "hidden": hidden, "layers": layers,
                  "text_dim": embeddings.shape[1] if item_repr != "id" else 0}
     train_cfg = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                             seed=seed)
-    trained = train(stores, checked, model_cfg, train_cfg, now)
+    trained = train(stores, items, model_cfg, train_cfg, now)
     params = {"data_dir": str(data_dir), "encoder": encoder, **model_cfg, **asdict(train_cfg)}
-    promotion = register(stores, checked, trained, params, version)
+    promotion = register(stores, items, ingested, trained, params, version)
     return {"metrics": trained.metrics, "version": promotion.version,
             "promoted": promotion.promoted, "reason": promotion.reason,
             "state_dir": str(stores.state_dir)}

@@ -35,6 +35,11 @@ class NoTracebackFor(logging.Filter):
         return True
 
 
+def _quiet_tracebacks(*errors: type[Exception]) -> None:
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(NoTracebackFor(*errors))
+
+
 def _stores(state_dir: Path | None) -> Stores:
     return Stores(state_dir.resolve() if state_dir else default_state_dir())
 
@@ -54,15 +59,15 @@ def run(
     """Run the whole job once: validate, embed, publish features, train, register, promote."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
     from flows.train_pipeline import train_pipeline
+    from llmseqrec.ingest import BatchRejected
 
-    for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logging.getLogger(name).addFilter(NoTracebackFor(DatasetError))
+    _quiet_tracebacks(DatasetError, BatchRejected)
     stores = _stores(state_dir)
     try:
         summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
                                  item_repr=item_repr, epochs=epochs, max_len=max_len,
                                  hidden=hidden, lr=lr, seed=seed)
-    except DatasetError as e:
+    except (DatasetError, BatchRejected) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
     m = summary["metrics"]
@@ -78,6 +83,38 @@ Next:
                          -d '{{"inputs": [{{"history": [1, 32, 260], "k": 5}}]}}'
   MLflow UI:           .venv/bin/mlflow ui --backend-store-uri {stores.tracking_uri} --port 5000
   Prefect UI:          .venv/bin/prefect server start   (then open http://127.0.0.1:4200)""")
+
+
+@app.command()
+def ingest(state_dir: StateDir = None,
+           max_bad_share: Annotated[float, typer.Option(
+               help="Reject a batch whose share of failing rows is above this")] = 0.2) -> None:
+    """Ingest every new file in the inbox (<state dir>/inbox) with the ingest-inbox flow."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.ingest import ingest_inbox
+    from llmseqrec.ingest import BatchesRejected, BatchRejected
+
+    _quiet_tracebacks(DatasetError, BatchRejected, BatchesRejected)
+    stores = _stores(state_dir)
+    try:
+        reports = ingest_inbox(state_dir=stores.state_dir, max_bad_share=max_bad_share)
+    except BatchesRejected as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    for r in reports:
+        typer.echo(f"{r.file_name}: {r.status}: {r.message}")
+    if not reports:
+        typer.echo(f"inbox {stores.inbox} is empty")
+
+
+@app.command()
+def replay(state_dir: StateDir = None, days: int = 14) -> None:
+    """Drop the next batch of the bundled data into the inbox, as if live: first the history
+    before the last `days` active days, then one batch per day."""
+    from llmseqrec.replay import drop_next
+
+    dropped = drop_next(_stores(state_dir), days=days)
+    typer.echo(f"dropped {dropped}" if dropped else "replay finished: every batch was dropped")
 
 
 def serve_command(stores: Stores, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict]:

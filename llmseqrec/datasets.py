@@ -7,6 +7,7 @@ Everything is read as text so that validation, not the reader, decides what is m
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 BUNDLED_MOVIELENS = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
@@ -63,11 +65,17 @@ def _read_frame(path: Path) -> pd.DataFrame:
         df = pd.DataFrame.from_records(records)
         return df.map(lambda v: None if v is None or v is pd.NA else str(v)).astype(object)
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError as e:
-        raise DatasetError(f"{path}: empty file, no header and no rows") from e
-    except (UnicodeDecodeError, pd.errors.ParserError) as e:
+        with path.open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), None)
+        if header is None:
+            raise DatasetError(f"{path}: empty file, no header and no rows")
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True,
+            null_values=[""]))
+    except (UnicodeDecodeError, csv.Error, pa.ArrowInvalid) as e:
         raise DatasetError(f"{path}: not a readable UTF-8 CSV file ({e})") from e
+    # Arrow-backed text: no conversion of every value to a Python object
+    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
 
 
 def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | None = None

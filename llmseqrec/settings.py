@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmseqrec.store import InteractionStore, Ledger
+
 MODEL_NAME = "llmseqrec"
 EXPERIMENT = "llmseqrec"
 
@@ -17,8 +19,9 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True)
 class Stores:
-    """The embedded stores under one state directory. MLflow's tracking URI may point
-    elsewhere (a server on Postgres) through $MLFLOW_TRACKING_URI."""
+    """Everything under one state directory: inbox, interaction store and ledger, Data Docs,
+    MLflow. MLflow's tracking URI may point elsewhere (a server on Postgres) through
+    $MLFLOW_TRACKING_URI."""
 
     state_dir: Path
 
@@ -31,5 +34,18 @@ class Stores:
         return (self.state_dir / "mlartifacts").as_uri()
 
     @property
-    def quarantine_dir(self) -> Path:
-        return self.state_dir / "quarantine"
+    def inbox(self) -> Path:
+        return self.state_dir / "inbox"
+
+    @property
+    def store(self) -> InteractionStore:
+        return InteractionStore(self.state_dir / "store")
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.state_dir / "store" / "ledger.db")
+
+    @property
+    def data_docs(self) -> Path:
+        """The Great Expectations project whose Data Docs site shows every validation."""
+        return self.state_dir / "data_docs"

@@ -8,13 +8,15 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
 INTERACTION_COLUMNS = {"user_id": "int64", "item_id": "int64", "timestamp": "int64",
                        "rating": "float64", "event_type": "object"}
-KEY = ["user_id", "item_id", "timestamp"]
+SCHEMA = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()),
+                    ("rating", pa.float64()), ("event_type", pa.string()), ("month", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class Ledger:
 
 
 class InteractionStore:
-    """Accepted interactions, one Parquet file per batch and day, under `root`/interactions."""
+    """Under `root`: accepted interactions (one Parquet file per batch and month), quarantined
+    rows with their reasons, and the accepted item catalog."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -67,22 +70,44 @@ class InteractionStore:
         self.quarantine = root / "quarantine"
         self.catalog = root / "items.parquet"
 
-    def read(self, columns: list[str] | None = None) -> pd.DataFrame:
-        if not any(self.interactions.glob("*/*.parquet")):
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in INTERACTION_COLUMNS.items()
-                                 if columns is None or c in columns})
-        table = pads.dataset(self.interactions, format="parquet", partitioning="hive")
-        names = [c for c in (columns or INTERACTION_COLUMNS) if c in table.schema.names]
+    def read(self, columns: list[str] | None = None, batch: str | None = None,
+             skip_batch: str | None = None) -> pd.DataFrame:
+        """Stored interactions (all columns, or `columns`): of one batch, or all but one."""
+        files = [str(f) for f in sorted(self.interactions.glob("*/*.parquet"))
+                 if (batch is None or f.name.startswith(f"{batch}-"))
+                 and not (skip_batch and f.name.startswith(f"{skip_batch}-"))]
+        names = columns or list(INTERACTION_COLUMNS)
+        if not files:
+            return pd.DataFrame({c: pd.Series(dtype=INTERACTION_COLUMNS[c]) for c in names})
+        table = pads.dataset(files, format="parquet", partitioning="hive",
+                             partition_base_dir=str(self.interactions))
         return table.to_table(columns=names).to_pandas()
 
+    def put_catalog(self, items: pd.DataFrame) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        items.to_parquet(self.catalog, index=False)
+
+    def read_catalog(self) -> pd.DataFrame | None:
+        return pd.read_parquet(self.catalog) if self.catalog.is_file() else None
+
     def append(self, accepted: pd.DataFrame, batch_id: str) -> None:
-        """Write a batch's rows partitioned by UTC day. File names derive from the batch id,
+        """Write a batch's rows partitioned by UTC month. File names derive from the batch id,
         so writing the same batch again replaces its files instead of duplicating them."""
-        df = accepted.reindex(columns=list(INTERACTION_COLUMNS)).astype(INTERACTION_COLUMNS)
-        df["date"] = pd.to_datetime(df["timestamp"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+        months = accepted["timestamp"].to_numpy("int64").astype("datetime64[s]").astype(
+            "datetime64[M]")
+        uniques, codes = np.unique(months, return_inverse=True)
+        month = pa.DictionaryArray.from_arrays(
+            codes.astype(np.int32), pa.array(np.datetime_as_string(uniques, unit="M")))
+        columns = {
+            c: pa.array(accepted[c], type=SCHEMA.field(c).type, from_pandas=True)
+            if c in accepted else pa.nulls(len(accepted), SCHEMA.field(c).type)
+            for c in INTERACTION_COLUMNS
+        }
+        table = pa.table(columns | {"month": month.cast(pa.string())}, schema=SCHEMA)
         pads.write_dataset(
-            pa.Table.from_pandas(df, preserve_index=False), self.interactions, format="parquet",
-            partitioning=pads.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
+            table, self.interactions, format="parquet",
+            partitioning=pads.partitioning(pa.schema([("month", pa.string())]), flavor="hive"),
+            max_partitions=100_000,
             basename_template=f"{batch_id}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
         )

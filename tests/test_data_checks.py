@@ -3,13 +3,8 @@ import time
 import pandas as pd
 import pytest
 
-from data_checks.validate import (
-    save_quarantine,
-    validate_dataset,
-    validate_interactions,
-    validate_items,
-)
-from llmseqrec.datasets import DatasetError, RawDataset, load_movielens
+from data_checks.validate import validate_interactions, validate_items
+from llmseqrec.datasets import DatasetError, load_movielens
 
 NOW = int(time.time())
 GOOD = {"user_id": "1", "item_id": "10", "timestamp": "1260759144", "rating": "4.0"}
@@ -71,29 +66,18 @@ def test_duplicate_item_ids_are_all_quarantined():
     assert set(checked.quarantined["failed_checks"]) == {"item_id_not_unique"}
 
 
-def test_interactions_of_quarantined_items_are_quarantined_too(tmp_path):
-    items = pd.DataFrame({"item_id": ["10", "20"], "title": ["A", ""], "genres": None,
-                          "tags": None})
-    raw = RawDataset(interactions=pd.DataFrame([GOOD, {**GOOD, "item_id": "20"}]), items=items)
-    checked = validate_dataset(raw, now=NOW)
-    assert checked.interactions.failures == {"item_not_in_catalog": 1}
-    written = save_quarantine(checked, tmp_path, "b1")
-    assert sorted(p.name for p in written) == ["b1-interactions.csv", "b1-items.csv"]
-    saved = pd.read_csv(tmp_path / "b1-interactions.csv")
-    assert saved[["row", "failed_checks", "batch_id"]].values.tolist() == [
-        [1, "item_not_in_catalog", "b1"]]
-
-
 def test_bundled_data_passes_every_check():
-    checked = validate_dataset(load_movielens(), now=NOW)
-    assert len(checked.items.accepted) == 9125 and len(checked.interactions.accepted) == 100004
-    assert checked.items.quarantined.empty and checked.interactions.quarantined.empty
+    raw = load_movielens()
+    items = validate_items(raw.items)
+    checked = validate_interactions(raw.interactions, items.accepted["item_id"], now=NOW)
+    assert len(items.accepted) == 9125 and len(checked.accepted) == 100004
+    assert items.quarantined.empty and checked.quarantined.empty
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("userId,movieId,timestamp\n1,2,3\n", "missing column"),
-    (b"userId,movieId\n\xff\xfe,1\n", "not a readable UTF-8 CSV"),
-    ("", "not a readable UTF-8 CSV"),
+    ("userId,movieId,rating\n1,2,3\n", "missing column"),
+    (b"userId,movieId,timestamp\n\xff\xfe,1,2\n", "not a readable UTF-8 CSV"),
+    ("", "empty file"),
 ])
 def test_unreadable_logs_fail_clearly(tmp_path, content, message):
     (tmp_path / "movies.csv").write_text("movieId,title,genres\n1,A,Comedy\n")

@@ -6,7 +6,13 @@ import pytest
 
 from features.encoder import default_encoder, encode_texts
 from features.item_text import item_texts
-from features.store import feature_store, publish_features, read_item_embeddings, read_recent_items
+from features.store import (
+    feature_store,
+    publish_item_embeddings,
+    read_item_embeddings,
+    read_recent_items,
+    refresh_user_features,
+)
 
 
 def test_item_text_leaves_out_empty_fields():
@@ -35,7 +41,8 @@ def published(tmp_path):
     log = pd.DataFrame({"user_id": [1, 1, 1, 2], "item_id": [30, 10, 20, 20],
                         "timestamp": [3, 1, 2, 5]})
     as_of = datetime.now(UTC)
-    publish_features(tmp_path, items, vectors, "v-test", log, as_of, recent_n=2)
+    publish_item_embeddings(tmp_path, items, vectors, "v-test", as_of)
+    assert refresh_user_features(tmp_path, log, as_of, recent_n=2) == 2
     return tmp_path, vectors, as_of
 
 
@@ -48,8 +55,16 @@ def test_offline_store_returns_the_published_embeddings(published):
 
 
 def test_online_store_serves_recent_items_and_embeddings(published):
-    state, vectors, _ = published
+    state, vectors, as_of = published
     assert read_recent_items(state, [1, 2, 7]) == [[20, 30], [20], None]
+    later = datetime.now(UTC)
+    assert refresh_user_features(state, pd.DataFrame(
+        {"user_id": [2, 2], "item_id": [20, 10], "timestamp": [5, 6]}), later, recent_n=2) == 1
+    assert read_recent_items(state, [1, 2]) == [[20, 30], [20, 10]]
+    history = feature_store(state).get_historical_features(
+        entity_df=pd.DataFrame({"user_id": [2, 2], "event_timestamp": [as_of, later]}),
+        features=["user_recent_items:recent_items"]).to_df().sort_values("event_timestamp")
+    assert [list(v) for v in history["recent_items"]] == [[20], [20, 10]]  # point in time
     online = feature_store(state).get_online_features(
         features=["item_embeddings:embedding", "item_embeddings:embedding_version"],
         entity_rows=[{"item_id": 20}]).to_dict()

@@ -49,19 +49,21 @@ def test_flow_run_registers_a_champion(pipeline_run):
     assert str(champion.version) == str(summary["version"])
     metrics = client.get_run(champion.run_id).data.metrics
     assert 0 <= metrics["test_ndcg_at_10"] <= 1 and "popularity_test_ndcg_at_10" in metrics
-    assert metrics["interactions_rows_in"] == rows_in
-    assert metrics["interactions_rows_quarantined"] == len(BAD_ROWS)
-    assert metrics["interactions_rows_accepted"] == rows_in - len(BAD_ROWS)
+    assert metrics["ingest_rows_in"] == rows_in
+    assert metrics["ingest_rows_quarantined"] == len(BAD_ROWS)
+    assert metrics["ingest_rows_accepted"] == rows_in - len(BAD_ROWS)
+    assert metrics["train_interactions"] < metrics["ingest_rows_accepted"]  # 2 held out per user
     params = client.get_run(champion.run_id).data.params
     assert params["item_repr"] == "hybrid" and params["hidden"] == "16"
 
 
-def test_bad_rows_are_quarantined_with_their_check(pipeline_run):
+def test_bad_rows_are_quarantined_and_never_reach_training(pipeline_run):
     stores, _, _ = pipeline_run
-    [path] = stores.quarantine_dir.glob("*-interactions.csv")
-    quarantined = pd.read_csv(path)
+    quarantined = stores.store.read_quarantine()
     assert sorted(quarantined["failed_checks"]) == [
         "item_not_in_catalog", "rating_out_of_range", "timestamp_out_of_range"]
+    stored = stores.store.read()
+    assert 999999 not in set(stored["item_id"]) and stored["rating"].max() <= 5
 
 
 def test_served_champion_answers_and_refuses_malformed_requests(pipeline_run, free_port):
