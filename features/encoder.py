@@ -1,14 +1,21 @@
-"""Embed item texts with any Hugging Face transformers encoder (mean pooling, unit length)."""
+"""Embed item texts with any Hugging Face transformers model, named by configuration: encoder
+models with mean or CLS pooling, decoder LLMs (Qwen, Llama, ...) with last-token pooling and a
+prompt template. Vectors are unit length."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+POOLINGS = ("mean", "cls", "last")
 
 
 def default_encoder() -> str:
@@ -19,21 +26,91 @@ def default_encoder() -> str:
     return str(Path(spec.origin).parent / "model")
 
 
-@torch.inference_mode()
-def encode_texts(
-    texts: list[str], model_name: str, batch_size: int = 64, max_length: int = 128
-) -> np.ndarray:
-    """(len(texts), dim) float32 embeddings. Texts are batched by length to cut padding."""
-    tokenizer = AutoTokenizer.from_pretrained(model_name)
-    model = AutoModel.from_pretrained(model_name).eval()
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    for start in tqdm(range(0, len(texts), batch_size), desc="embed items", disable=None):
-        idx = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                          max_length=max_length, return_tensors="pt")
-        hidden = model(**batch).last_hidden_state  # (B, L, dim)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, dim)
-        out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
-    return out
+@dataclass(frozen=True)
+class EncoderConfig:
+    model: str = ""  # hub id or local directory; "" is the bundled all-MiniLM-L6-v2
+    pooling: str = "mean"  # "mean" or "cls" for encoders, "last" for decoder LLMs
+    prompt: str = "{text}"  # e.g. 'This item: "{text}" means in one word:"' for a decoder
+    max_length: int = 128
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if "{text}" not in self.prompt:
+            raise ValueError("the prompt template must contain {text}")
+
+
+def _revision(model_name: str, config) -> str:
+    """The hub commit of a downloaded model, else a fingerprint of a local directory: its
+    config and the size, head and tail of each weight file."""
+    if commit := getattr(config, "_commit_hash", None):
+        return commit
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for f in sorted(Path(model_name).glob("*.safetensors")) + sorted(
+            Path(model_name).glob("*.bin")):
+        with f.open("rb") as fh:
+            digest.update(f"{f.name}:{f.stat().st_size}".encode() + fh.read(1 << 20))
+            fh.seek(max(0, f.stat().st_size - (1 << 20)))
+            digest.update(fh.read())
+    return digest.hexdigest()[:16]
+
+
+class ItemEncoder:
+    """A text model named by configuration; `encode` turns texts into unit-length vectors.
+    The weights are loaded on the first `encode`, so a run with nothing new to encode (or one
+    that only needs the version) stays cheap."""
+
+    def __init__(self, cfg: EncoderConfig = EncoderConfig()) -> None:
+        self.cfg = cfg
+        self.name = cfg.model or default_encoder()
+        self.config = AutoConfig.from_pretrained(self.name)
+        self.revision = _revision(self.name, self.config)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._model = None
+
+    def _load(self) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(self.name)
+        if self.tokenizer.pad_token is None:  # decoder LLMs often have none
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self._model = AutoModel.from_pretrained(self.name, dtype=dtype).to(self.device).eval()
+
+    @property
+    def dim(self) -> int:
+        return self.config.hidden_size
+
+    def fingerprint(self) -> dict:
+        """What the vectors depend on: model, revision, pooling, prompt, truncation."""
+        return {"model": self.name, "revision": self.revision} | {
+            k: v for k, v in asdict(self.cfg).items() if k not in ("model", "batch_size")}
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
+        """(len(texts), dim) float32. Texts are batched by length to cut padding."""
+        if self._model is None:
+            self._load()
+        prompted = [self.cfg.prompt.format(text=t) for t in texts]
+        order = np.argsort([len(t) for t in prompted], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        batches = range(0, len(texts), self.cfg.batch_size)
+        for start in tqdm(batches, desc="embed items", disable=progress is False or None):
+            idx = order[start : start + self.cfg.batch_size]
+            batch = self.tokenizer([prompted[i] for i in idx], padding=True, truncation=True,
+                                   max_length=self.cfg.max_length, return_tensors="pt")
+            batch = batch.to(self.device)
+            hidden = self._model(**batch).last_hidden_state.float()  # (B, L, dim)
+            out[idx] = self._pool(hidden, batch["attention_mask"]).cpu().numpy()
+        return out
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pooling == "cls":
+            pooled = hidden[:, 0]  # (B, dim)
+        elif self.cfg.pooling == "last":
+            # the last real token, whichever side the tokenizer pads on
+            last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # (B,)
+            pooled = hidden[torch.arange(len(hidden), device=hidden.device), last]  # (B, dim)
+        else:
+            m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, dim)
+        return torch.nn.functional.normalize(pooled, dim=-1)

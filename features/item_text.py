@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-DEFAULT_FIELDS = ("genres", "tags")
+DEFAULT_FIELDS = ("title", "genres", "tags")  # MovieLens; e.g. ("text",) for RecBole .text
 
 
 def item_texts(items: pd.DataFrame, fields: tuple[str, ...] = DEFAULT_FIELDS) -> list[str]:
-    """'Title. Genres: a, b. Tags: c.'; empty or absent fields are left out."""
+    """The first field as is, the others labelled: 'Title. Genres: a, b. Tags: c.'.
+    Empty or absent fields are left out."""
     texts = []
     for row in items.to_dict("records"):
-        parts = [str(row["title"]).strip()]
-        for field in fields:
+        parts = []
+        for n, field in enumerate(fields):
             value = row.get(field)
             if isinstance(value, str) and value.strip():
-                parts.append(f"{field.capitalize()}: {value.strip()}")
-        texts.append(". ".join(parts) + ".")
+                parts.append(value.strip() if n == 0 else f"{field.capitalize()}: {value.strip()}")
+        texts.append(". ".join(parts).rstrip(".") + ".")
     return texts

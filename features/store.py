@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from feast import FeatureStore, RepoConfig
+from feast import FeatureService, FeatureStore, RepoConfig
 
 from features.data_sources import item_embeddings_source, user_recent_items_source
 from features.entities import item, user
 from features.feature_services import recommender
 from features.feature_views import item_embeddings, user_recent_items
+from training.model import EmbeddingVersionError
 
 FEATURE_REPO = Path(__file__).resolve().parent
 FIRST_FEATURE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
@@ -45,18 +46,34 @@ def _materialize(store: FeatureStore, view_name: str, as_of: datetime) -> None:
 
 
 def publish_item_embeddings(state_dir: Path, items: pd.DataFrame, embeddings: np.ndarray,
-                            embedding_version: str, as_of: datetime) -> None:
-    """Write the item embeddings as the offline source, `feast apply`, materialize online."""
+                            embedding_version: str, as_of: datetime) -> int:
+    """Append, as of `as_of`, the embedding of every item that is new or whose vector or
+    version changed to the offline source (earlier rows stay: point-in-time reads see them),
+    `feast apply`, materialize the change online; the rows appended."""
     store = feature_store(state_dir)
-    pd.DataFrame({
+    rows = pd.DataFrame({
         "item_id": items["item_id"].to_numpy(np.int64),
         "embedding": list(embeddings.astype(np.float32)),
-        "title": items["title"].to_numpy(),
+        "title": items["title"].astype(str).to_numpy(),
         "embedding_version": embedding_version,
         "event_timestamp": as_of,
-    }).to_parquet(_source_path(store, item_embeddings_source), index=False)
+    })
+    path = _source_path(store, item_embeddings_source)
+    table = rows
+    if path.is_file():
+        stored = pd.read_parquet(path)
+        latest = stored.sort_values("event_timestamp").groupby("item_id").tail(1)
+        latest = latest.set_index("item_id").reindex(rows["item_id"])
+        changed = [not (isinstance(old, np.ndarray) and version == embedding_version
+                        and np.array_equal(old, new))
+                   for old, version, new in zip(latest["embedding"], latest["embedding_version"],
+                                                rows["embedding"], strict=True)]
+        rows = rows[np.array(changed, dtype=bool)]
+        table = pd.concat([stored, rows], ignore_index=True)
+    table.to_parquet(path, index=False)
     store.apply(DEFINITIONS)
     _materialize(store, item_embeddings.name, as_of)
+    return len(rows)
 
 
 def refresh_user_features(state_dir: Path, interactions: pd.DataFrame, as_of: datetime,
@@ -77,18 +94,39 @@ def refresh_user_features(state_dir: Path, interactions: pd.DataFrame, as_of: da
     return len(recent)
 
 
-def read_item_embeddings(state_dir: Path, item_ids: np.ndarray, as_of: datetime) -> np.ndarray:
-    """Point-in-time item embeddings from the offline store, in the order of `item_ids`."""
+def read_item_embeddings(state_dir: Path, item_ids: np.ndarray, as_of: datetime,
+                         version: str) -> np.ndarray:
+    """Point-in-time item embeddings from the offline store, in the order of `item_ids`;
+    refuses vectors of any other embedding version than `version`."""
     entity_df = pd.DataFrame({"item_id": item_ids.astype(np.int64), "event_timestamp": as_of})
     df = feature_store(state_dir).get_historical_features(
-        entity_df=entity_df, features=["item_embeddings:embedding"]
-    ).to_df()
-    found = df.set_index("item_id")["embedding"].reindex(item_ids)
-    missing = found.isna()
+        entity_df=entity_df,
+        features=["item_embeddings:embedding", "item_embeddings:embedding_version"],
+    ).to_df().set_index("item_id").reindex(item_ids)
+    missing = df["embedding"].isna()
     if missing.any():
         raise LookupError(f"{int(missing.sum())} items have no embedding as of {as_of}, "
                           f"e.g. item {item_ids[missing.to_numpy()][0]}")
-    return np.stack(found.to_numpy()).astype(np.float32)
+    other = sorted(set(df["embedding_version"]) - {version})
+    if other:
+        raise EmbeddingVersionError(f"the feature store holds embedding version(s) {other} "
+                                    f"where {version} was expected: re-embed the items")
+    return np.stack(df["embedding"].to_numpy()).astype(np.float32)
+
+
+def register_model_features(state_dir: Path, model_name: str, model_version: str,
+                            embedding_version: str) -> str:
+    """One FeatureService per model version, naming the features it reads and the embedding
+    version it was trained with; its name."""
+    service = FeatureService(
+        name=f"{model_name}_v{model_version}",
+        features=[item_embeddings, user_recent_items],
+        tags={"model": model_name, "model_version": str(model_version),
+              "embedding_version": embedding_version},
+        description=f"Features of {model_name} version {model_version}",
+    )
+    feature_store(state_dir).apply([service])
+    return service.name
 
 
 def read_recent_items(state_dir: Path, user_ids: list[int]) -> list[list[int] | None]:

@@ -3,7 +3,6 @@ features, train on the store, evaluate, register in MLflow, promote when better.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -13,12 +12,19 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from features.encoder import default_encoder, encode_texts
-from features.item_text import DEFAULT_FIELDS, item_texts
-from features.store import publish_item_embeddings, read_item_embeddings, refresh_user_features
+from features.embeddings import ItemEmbeddings, embed_items
+from features.encoder import EncoderConfig, ItemEncoder
+from features.item_text import DEFAULT_FIELDS
+from features.store import (
+    publish_item_embeddings,
+    read_item_embeddings,
+    refresh_user_features,
+    register_model_features,
+)
 from llmseqrec.datasets import BUNDLED_MOVIELENS, DatasetError, RawDataset, load_movielens
 from llmseqrec.ingest import (
     BatchReport,
@@ -31,7 +37,7 @@ from llmseqrec.settings import EXPERIMENT, MODEL_NAME, Stores, default_state_dir
 from serving.recommender import save_bundle
 from serving.registry import Promotion, log_recommender, register_and_promote
 from training.evaluate import evaluate_split, model_scorer, popularity_scorer
-from training.model import ModelConfig
+from training.model import ModelConfig, TextTable
 from training.sequences import ItemIndex, Split, leave_one_out, popularity, user_sequences
 from training.train import TrainConfig, TrainResult, device, train_model
 
@@ -51,14 +57,15 @@ def load(data_dir: Path) -> RawDataset:
 
 
 @task(cache_policy=NO_CACHE)
-def ingest(raw: RawDataset, source: Path, stores: Stores, now: datetime) -> BatchReport:
+def ingest(raw: RawDataset, data_dir: Path, stores: Stores, now: datetime) -> BatchReport:
     """The catalog, then the interaction log as one batch of the store (once per content)."""
     log = get_run_logger()
-    digest = content_hash(source)
-    items = ingest_catalog(raw.items, stores, digest[:16])
+    items = ingest_catalog(raw.items, stores, content_hash(data_dir / "movies.csv")[:16])
     log.info("items: %d accepted, %d quarantined %s", len(items.accepted),
              len(items.quarantined), items.failures or "")
-    report = ingest_batch(lambda: (raw.interactions, []), source.name, digest, stores, now)
+    source = data_dir / "ratings.csv"
+    report = ingest_batch(lambda: (raw.interactions, []), source.name, content_hash(source),
+                          stores, now)
     log.info("interactions %s: %s", report.status, report.message)
     if report.status == "accepted":
         touched = batch_user_histories(stores, report.batch_id)
@@ -67,21 +74,19 @@ def ingest(raw: RawDataset, source: Path, stores: Stores, now: datetime) -> Batc
     return report
 
 
-def embedding_version(encoder: str, fields: tuple[str, ...]) -> str:
-    """Names the recipe of an embedding: encoder, pooling and text fields."""
-    recipe = f"{encoder}|mean|title,{','.join(fields)}"
-    return f"{Path(encoder).name}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}"
-
-
 @task(cache_policy=NO_CACHE)
-def embed(items: pd.DataFrame, encoder: str) -> np.ndarray:
-    return encode_texts(item_texts(items, DEFAULT_FIELDS), encoder)
+def embed(items: pd.DataFrame, encoder: EncoderConfig, stores: Stores) -> ItemEmbeddings:
+    embedded = embed_items(items, ItemEncoder(encoder), DEFAULT_FIELDS,
+                           stores.state_dir / "embeddings")
+    get_run_logger().info("embedding version %s: %d of %d items encoded, the rest cached",
+                          embedded.version, embedded.encoded, len(items))
+    return embedded
 
 
 @task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def publish(stores: Stores, items: pd.DataFrame, embeddings: np.ndarray, version: str,
+def publish(stores: Stores, items: pd.DataFrame, embedded: ItemEmbeddings,
             now: datetime) -> None:
-    publish_item_embeddings(stores.state_dir, items, embeddings, version, now)
+    publish_item_embeddings(stores.state_dir, items, embedded.vectors, embedded.version, now)
 
 
 @task(cache_policy=NO_CACHE)
@@ -96,7 +101,9 @@ def train(stores: Stores, items: pd.DataFrame, model_cfg: dict, train_cfg: Train
     cfg = ModelConfig(num_items=len(index), **model_cfg)
     text = None
     if cfg.item_repr != "id":
-        text = torch.from_numpy(read_item_embeddings(stores.state_dir, index.item_ids, now))
+        version = cfg.embedding_version
+        vectors = read_item_embeddings(stores.state_dir, index.item_ids, now, version)
+        text = TextTable(torch.from_numpy(vectors), version)
     result = train_model(split, cfg, train_cfg, text,
                          on_epoch=lambda r: log.info("epoch %(epoch)d loss %(loss).4f "
                                                      "valid ndcg@10 %(valid_ndcg_at_10).4f", r))
@@ -138,8 +145,12 @@ def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained
         model_uri = log_recommender(bundle, example)
         promotion = register_and_promote(model_uri, MODEL_NAME, "test_ndcg_at_10",
                                          trained.metrics["test_ndcg_at_10"])
+        service = register_model_features(stores.state_dir, MODEL_NAME, promotion.version,
+                                          version)
         mlflow.set_tags({"registered_version": promotion.version,
-                         "promotion": promotion.reason})
+                         "promotion": promotion.reason, "feature_service": service})
+        MlflowClient().set_model_version_tag(MODEL_NAME, promotion.version, "feature_service",
+                                             service)
     get_run_logger().info("run %s registered %s version %s: %s", run.info.run_id, MODEL_NAME,
                           promotion.version, promotion.reason)
     return promotion
@@ -150,6 +161,8 @@ def train_pipeline(
     data_dir: Path = BUNDLED_MOVIELENS,
     state_dir: Path | None = None,
     encoder: str | None = None,
+    pooling: str = "mean",
+    prompt: str = "{text}",
     item_repr: str = "hybrid",
     max_len: int = 50,
     hidden: int = 64,
@@ -164,19 +177,22 @@ def train_pipeline(
     train, evaluate against popularity, register in MLflow and promote when better."""
     stores = Stores(Path(state_dir) if state_dir else default_state_dir())
     now = datetime.now(UTC)
-    encoder = encoder or default_encoder()
     raw = load(Path(data_dir))
-    ingested = ingest(raw, Path(data_dir) / "ratings.csv", stores, now)
+    ingested = ingest(raw, Path(data_dir), stores, now)
     items = stores.store.read_catalog()
-    version = embedding_version(encoder, DEFAULT_FIELDS)
-    embeddings = embed(items, encoder)
-    publish(stores, items, embeddings, version, now)
+    encoder_cfg = EncoderConfig(model=encoder or "", pooling=pooling, prompt=prompt)
+    embedded = embed(items, encoder_cfg, stores)
+    version = embedded.version
+    publish(stores, items, embedded, now)
     model_cfg = {"item_repr": item_repr, "max_len": max_len, "hidden": hidden, "layers": layers,
-                 "text_dim": embeddings.shape[1] if item_repr != "id" else 0}
+                 "text_dim": embedded.vectors.shape[1] if item_repr != "id" else 0,
+                 "embedding_version": version if item_repr != "id" else ""}
     train_cfg = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                             seed=seed)
     trained = train(stores, items, model_cfg, train_cfg, now)
-    params = {"data_dir": str(data_dir), "encoder": encoder, **model_cfg, **asdict(train_cfg)}
+    params = {"data_dir": str(data_dir), "encoder": encoder or "bundled all-MiniLM-L6-v2",
+              "pooling": pooling, "items_encoded": embedded.encoded, **model_cfg,
+              **asdict(train_cfg)}
     promotion = register(stores, items, ingested, trained, params, version)
     return {"metrics": trained.metrics, "version": promotion.version,
             "promoted": promotion.promoted, "reason": promotion.reason,

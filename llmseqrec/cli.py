@@ -49,6 +49,8 @@ def run(
     data_dir: Annotated[Path, typer.Option(help="MovieLens-format data")] = BUNDLED_MOVIELENS,
     state_dir: StateDir = None,
     encoder: Annotated[str | None, typer.Option(help="HF model id or local path")] = None,
+    pooling: Annotated[str, typer.Option(help="mean, cls, or last (decoder LLMs)")] = "mean",
+    prompt: Annotated[str, typer.Option(help="Template around each item text")] = "{text}",
     item_repr: Annotated[str, typer.Option(help="id, text or hybrid")] = "hybrid",
     epochs: int = 100,
     max_len: int = 50,
@@ -58,16 +60,17 @@ def run(
 ) -> None:
     """Run the whole job once: validate, embed, publish features, train, register, promote."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+    from features.store import EmbeddingVersionError
     from flows.train_pipeline import train_pipeline
     from llmseqrec.ingest import BatchRejected
 
-    _quiet_tracebacks(DatasetError, BatchRejected)
+    _quiet_tracebacks(DatasetError, BatchRejected, EmbeddingVersionError)
     stores = _stores(state_dir)
     try:
         summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
-                                 item_repr=item_repr, epochs=epochs, max_len=max_len,
-                                 hidden=hidden, lr=lr, seed=seed)
-    except (DatasetError, BatchRejected) as e:
+                                 pooling=pooling, prompt=prompt, item_repr=item_repr,
+                                 epochs=epochs, max_len=max_len, hidden=hidden, lr=lr, seed=seed)
+    except (DatasetError, BatchRejected, EmbeddingVersionError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
     m = summary["metrics"]

@@ -10,16 +10,18 @@ import numpy as np
 import torch
 
 from serving.schema import Answer, Query, Recommendation
-from training.model import ModelConfig, SeqRec
+from training.model import ModelConfig, SeqRec, TextTable
 from training.sequences import ItemIndex
 
 
 def save_bundle(path: Path, model: SeqRec, index: ItemIndex, titles: list[str],
                 popularity: np.ndarray, embedding_version: str) -> None:
     """Everything the served model needs, in one file that loads with weights_only=True."""
+    text = model.item_text[1:].cpu() if hasattr(model, "item_text") else None
     torch.save({
         "config": asdict(model.cfg),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        "text_embeddings": text,  # an input of the model, saved beside its weights
         "item_ids": torch.from_numpy(index.item_ids),
         "titles": list(titles),
         "popularity": torch.from_numpy(popularity.astype(np.float32)),
@@ -35,7 +37,10 @@ class Recommender(mlflow.pyfunc.PythonModel):
 
     def load(self, path: Path) -> None:
         bundle = torch.load(path, weights_only=True)
-        self.model = SeqRec(ModelConfig(**bundle["config"]))
+        cfg = ModelConfig(**bundle["config"])
+        text = bundle["text_embeddings"]
+        self.model = SeqRec(cfg, None if text is None else
+                            TextTable(text, bundle["embedding_version"]))
         self.model.load_state_dict(bundle["state_dict"])
         self.model.eval()
         self.index = ItemIndex(bundle["item_ids"].numpy())

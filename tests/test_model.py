@@ -3,17 +3,24 @@ from dataclasses import fields
 import pytest
 import torch
 
-from training.model import ModelConfig, SeqRec, next_item_loss
+from training.model import (
+    EmbeddingVersionError,
+    ModelConfig,
+    SeqRec,
+    TextTable,
+    next_item_loss,
+)
 
 
 def tiny(**overrides) -> ModelConfig:
     return ModelConfig(**({"num_items": 30, "max_len": 8, "hidden": 16, "layers": 2, "heads": 2,
-                           "dropout": 0.0, "item_repr": "hybrid", "text_dim": 12} | overrides))
+                           "dropout": 0.0, "item_repr": "hybrid", "text_dim": 12,
+                           "embedding_version": "v1"} | overrides))
 
 
-def text_table(cfg: ModelConfig) -> torch.Tensor:
+def text_table(cfg: ModelConfig, version: str = "v1") -> TextTable:
     torch.manual_seed(0)
-    return torch.randn(cfg.num_items, cfg.text_dim)
+    return TextTable(torch.randn(cfg.num_items, cfg.text_dim), version)
 
 
 @pytest.mark.parametrize("item_repr", ["id", "text", "hybrid"])
@@ -66,8 +73,9 @@ def test_tiny_model_overfits_one_batch():
 
 
 def test_every_config_field_reaches_the_model():
-    cfg = tiny(num_items=40, max_len=6, hidden=24, layers=3, heads=4, dropout=0.3, text_dim=10)
-    model = SeqRec(cfg, torch.randn(40, 10))
+    cfg = tiny(num_items=40, max_len=6, hidden=24, layers=3, heads=4, dropout=0.3, text_dim=10,
+               embedding_version="v7")
+    model = SeqRec(cfg, TextTable(torch.randn(40, 10), "v7"))
     seen = {
         "num_items": model.item_id.num_embeddings == 41 and model.item_text.shape[0] == 41,
         "max_len": model.pos.num_embeddings == 6,
@@ -77,6 +85,7 @@ def test_every_config_field_reaches_the_model():
         "dropout": model.drop.p == 0.3 and all(b.attn.dropout == 0.3 for b in model.blocks),
         "item_repr": hasattr(model, "item_id") and hasattr(model, "text_adapter"),
         "text_dim": model.text_adapter[0].in_features == 10,
+        "embedding_version": model.cfg.embedding_version == "v7",
     }
     assert set(seen) == {f.name for f in fields(ModelConfig)}
     assert all(seen.values()), seen
@@ -87,7 +96,7 @@ def test_every_config_field_reaches_the_model():
 def test_text_mode_scores_come_from_text():
     cfg = tiny(item_repr="text")
     table = text_table(cfg)
-    table[4] = table[5]  # items 5 and 6 have the same text: they score the same
+    table.vectors[4] = table.vectors[5]  # items 5 and 6 have the same text: they score the same
     model = SeqRec(cfg, table).eval()
     scores = model.score_next(torch.tensor([[1, 2, 3]]))
     torch.testing.assert_close(scores[0, 5], scores[0, 6])
@@ -102,7 +111,18 @@ def test_invalid_config_is_refused(bad):
 
 def test_wrong_text_table_is_refused():
     with pytest.raises(ValueError, match="shape"):
-        SeqRec(tiny(), torch.randn(5, 12))
+        SeqRec(tiny(), TextTable(torch.randn(5, 12), "v1"))
+    with pytest.raises(EmbeddingVersionError, match="takes embeddings of version 'v1', not 'v2'"):
+        SeqRec(tiny(), text_table(tiny(), version="v2"))
+    with pytest.raises(ValueError, match="needs the LLM text table"):
+        SeqRec(tiny())
+
+
+def test_text_table_is_an_input_not_a_weight():
+    model = SeqRec(tiny(), text_table(tiny()))
+    assert "item_text" not in model.state_dict()
+    again = SeqRec(tiny(), text_table(tiny()))
+    again.load_state_dict(model.state_dict())  # strict: nothing missing, nothing extra
 
 
 def test_loss_is_cross_entropy_over_items_from_one():

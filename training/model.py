@@ -17,6 +17,18 @@ from torch import nn
 ITEM_REPRS = ("id", "text", "hybrid")
 
 
+class EmbeddingVersionError(ValueError):
+    """LLM item embeddings of another recipe than the one a model was built for."""
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """LLM embeddings of items 1..N (row i is item i + 1), with the version of their recipe."""
+
+    vectors: torch.Tensor  # (num_items, text_dim)
+    version: str
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     num_items: int  # real items, ids 1..num_items
@@ -27,6 +39,7 @@ class ModelConfig:
     dropout: float = 0.2
     item_repr: str = "hybrid"  # "id", "text" or "hybrid"
     text_dim: int = 0  # width of the LLM item embedding; 0 when there is none
+    embedding_version: str = ""  # the recipe of the LLM embeddings the model accepts
 
     def __post_init__(self) -> None:
         if self.item_repr not in ITEM_REPRS:
@@ -79,9 +92,10 @@ class Block(nn.Module):
 
 class SeqRec(nn.Module):
     """SASRec over fused item representations; scores every item by a dot product.
-    `text_embeddings` (num_items, text_dim): row i is the LLM embedding of item i + 1."""
+    The LLM text table is an input, not a weight: it is given at construction (and never
+    saved in the state dict), and only in the version the config names."""
 
-    def __init__(self, cfg: ModelConfig, text_embeddings: torch.Tensor | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, text: TextTable | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         n = cfg.num_items + 1  # items are enumerated from 1; +1 for padding
@@ -89,16 +103,20 @@ class SeqRec(nn.Module):
             self.item_id = nn.Embedding(n, cfg.hidden, padding_idx=0)
             nn.init.normal_(self.item_id.weight, std=0.02)
         if cfg.item_repr != "id":
-            if text_embeddings is None:  # weights to be loaded from a state dict
-                text_embeddings = torch.zeros(cfg.num_items, cfg.text_dim)
-            if tuple(text_embeddings.shape) != (cfg.num_items, cfg.text_dim):
+            if text is None:
+                raise ValueError(f"item_repr={cfg.item_repr!r} needs the LLM text table")
+            if text.version != cfg.embedding_version:
+                raise EmbeddingVersionError(
+                    f"the model takes embeddings of version {cfg.embedding_version!r}, "
+                    f"not {text.version!r}: re-embed the items with the model's recipe")
+            if tuple(text.vectors.shape) != (cfg.num_items, cfg.text_dim):
                 raise ValueError(
                     f"text embeddings must have shape {(cfg.num_items, cfg.text_dim)}, "
-                    f"got {tuple(text_embeddings.shape)}"
+                    f"got {tuple(text.vectors.shape)}"
                 )
             padding = torch.zeros(1, cfg.text_dim)
-            item_text = torch.cat([padding, text_embeddings.float()])  # (n, text_dim)
-            self.register_buffer("item_text", item_text)
+            item_text = torch.cat([padding, text.vectors.float()])  # (n, text_dim)
+            self.register_buffer("item_text", item_text, persistent=False)
             self.text_adapter = nn.Sequential(
                 nn.Linear(cfg.text_dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden)
             )

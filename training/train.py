@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from training.evaluate import evaluate, model_scorer
-from training.model import ModelConfig, SeqRec
+from training.model import ModelConfig, SeqRec, TextTable
 from training.sequences import Split, pad_left, training_windows
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,13 @@ def train_model(
     split: Split,
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
-    text_embeddings: torch.Tensor | None = None,
+    text: TextTable | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Fit on `split.train`; keep the weights of the epoch with the best validation NDCG@10."""
     seed_everything(train_cfg.seed)
     dev = device()
-    model = SeqRec(model_cfg, text_embeddings).to(dev)
+    model = SeqRec(model_cfg, text).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr,
                             weight_decay=train_cfg.weight_decay)
     windows = training_windows(split.train, model_cfg.max_len)
