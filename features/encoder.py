@@ -87,18 +87,19 @@ class ItemEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:
-        """(len(texts), dim) float32. Texts are batched by length to cut padding."""
+        """(len(texts), dim) float32."""
         if self._model is None:
             self._load()
         prompted = [self.cfg.prompt.format(text=t) for t in texts]
-        order = np.argsort([len(t) for t in prompted], kind="stable")
+        # tokenize once, then batch texts of similar token length: the least padding
+        tokens = self.tokenizer(prompted, truncation=True, max_length=self.cfg.max_length)
+        order = np.argsort([len(ids) for ids in tokens["input_ids"]], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         batches = range(0, len(texts), self.cfg.batch_size)
         for start in tqdm(batches, desc="embed items", disable=progress is False or None):
             idx = order[start : start + self.cfg.batch_size]
-            batch = self.tokenizer([prompted[i] for i in idx], padding=True, truncation=True,
-                                   max_length=self.cfg.max_length, return_tensors="pt")
-            batch = batch.to(self.device)
+            batch = self.tokenizer.pad({k: [tokens[k][i] for i in idx] for k in tokens},
+                                       return_tensors="pt").to(self.device)
             hidden = self._model(**batch).last_hidden_state.float()  # (B, L, dim)
             out[idx] = self._pool(hidden, batch["attention_mask"]).cpu().numpy()
         return out
