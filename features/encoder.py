@@ -33,6 +33,7 @@ class EncoderConfig:
     prompt: str = "{text}"  # e.g. 'This item: "{text}" means in one word:"' for a decoder
     max_length: int = 128
     batch_size: int = 64
+    threads: int = 0  # CPU threads for encoding; 0 keeps torch's default (one per core)
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -70,6 +71,8 @@ class ItemEncoder:
         self._model = None
 
     def _load(self) -> None:
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
         self.tokenizer = AutoTokenizer.from_pretrained(self.name)
         if self.tokenizer.pad_token is None:  # decoder LLMs often have none
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -83,7 +86,8 @@ class ItemEncoder:
     def fingerprint(self) -> dict:
         """What the vectors depend on: model, revision, pooling, prompt, truncation."""
         return {"model": self.name, "revision": self.revision} | {
-            k: v for k, v in asdict(self.cfg).items() if k not in ("model", "batch_size")}
+            k: v for k, v in asdict(self.cfg).items()
+            if k not in ("model", "batch_size", "threads")}  # these do not change a vector
 
     @torch.inference_mode()
     def encode(self, texts: list[str], progress: bool | None = None) -> np.ndarray:

@@ -23,13 +23,23 @@ DEFINITIONS = [item, user, item_embeddings_source, user_recent_items_source,
                item_embeddings, user_recent_items, recommender]
 
 
+def store_config(state_dir: Path) -> str:
+    """features/feature_store.yaml for the state directory `state_dir`."""
+    text = (FEATURE_REPO / "feature_store.yaml").read_text()
+    return text.replace("${LLMSEQREC_HOME}", str(state_dir))
+
+
 def feature_store(state_dir: Path) -> FeatureStore:
     """The store configured by features/feature_store.yaml, its state under `state_dir`."""
-    text = (FEATURE_REPO / "feature_store.yaml").read_text()
-    config = RepoConfig(**yaml.safe_load(text.replace("${LLMSEQREC_HOME}", str(state_dir))))
+    config = RepoConfig(**yaml.safe_load(store_config(state_dir)))
     config.repo_path = state_dir / "feast"
     (config.repo_path / "data").mkdir(parents=True, exist_ok=True)
     return FeatureStore(config=config)
+
+
+def online_store(config_file: Path) -> FeatureStore:
+    """A store to read online features with, from a rendered feature_store.yaml."""
+    return FeatureStore(config=RepoConfig(**yaml.safe_load(config_file.read_text())))
 
 
 def _source_path(store: FeatureStore, source) -> Path:
@@ -129,9 +139,9 @@ def register_model_features(state_dir: Path, model_name: str, model_version: str
     return service.name
 
 
-def read_recent_items(state_dir: Path, user_ids: list[int]) -> list[list[int] | None]:
+def read_recent_items(store: FeatureStore, user_ids: list[int]) -> list[list[int] | None]:
     """Each user's recent items from the online store; None for an unknown user."""
-    rows = feature_store(state_dir).get_online_features(
+    rows = store.get_online_features(
         features=["user_recent_items:recent_items"],
         entity_rows=[{"user_id": int(u)} for u in user_ids],
     ).to_dict()

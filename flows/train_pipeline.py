@@ -24,6 +24,7 @@ from features.store import (
     read_item_embeddings,
     refresh_user_features,
     register_model_features,
+    store_config,
 )
 from llmseqrec.datasets import BUNDLED_MOVIELENS, DatasetError, RawDataset, load_movielens
 from llmseqrec.ingest import (
@@ -142,7 +143,9 @@ def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained
         save_bundle(bundle, trained.result.model, trained.index, titles.tolist(),
                     trained.popularity, version)
         example = trained.index.decode(trained.split.test_history[0][-5:]).tolist()
-        model_uri = log_recommender(bundle, example)
+        config = Path(tmp) / "feature_store.yaml"
+        config.write_text(store_config(stores.state_dir))
+        model_uri = log_recommender(bundle, config, example)
         promotion = register_and_promote(model_uri, MODEL_NAME, "test_ndcg_at_10",
                                          trained.metrics["test_ndcg_at_10"])
         service = register_model_features(stores.state_dir, MODEL_NAME, promotion.version,

@@ -23,13 +23,14 @@ class Promotion:
     reason: str
 
 
-def log_recommender(bundle: Path, example_history: list[int]) -> str:
-    """Log the pyfunc (code, bundle, signature, input example) in the active run; its URI."""
+def log_recommender(bundle: Path, feature_store_config: Path, example_history: list[int]) -> str:
+    """Log the pyfunc (code, bundle, feature store config, signature, input example) in the
+    active run; its URI."""
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(MODEL_CODE),
-        artifacts={"bundle": str(bundle)},
-        code_paths=[str(PACKAGE_ROOT / "training"), str(PACKAGE_ROOT / "serving")],
+        artifacts={"bundle": str(bundle), "feature_store": str(feature_store_config)},
+        code_paths=[str(PACKAGE_ROOT / p) for p in ("training", "serving", "features")],
         input_example=[Query(history=example_history, k=10).model_dump()],
     )
     return info.model_uri

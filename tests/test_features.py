@@ -117,11 +117,11 @@ def test_embeddings_of_another_version_are_refused(published):
 
 def test_online_store_serves_recent_items_and_embeddings(published):
     state, _, vectors, as_of = published
-    assert read_recent_items(state, [1, 2, 7]) == [[20, 30], [20], None]
+    assert read_recent_items(feature_store(state), [1, 2, 7]) == [[20, 30], [20], None]
     later = datetime.now(UTC)
     assert refresh_user_features(state, pd.DataFrame(
         {"user_id": [2, 2], "item_id": [20, 10], "timestamp": [5, 6]}), later, recent_n=2) == 1
-    assert read_recent_items(state, [1, 2]) == [[20, 30], [20, 10]]
+    assert read_recent_items(feature_store(state), [1, 2]) == [[20, 30], [20, 10]]
     history = feature_store(state).get_historical_features(
         entity_df=pd.DataFrame({"user_id": [2, 2], "event_timestamp": [as_of, later]}),
         features=["user_recent_items:recent_items"]).to_df().sort_values("event_timestamp")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
 
-from features.store import read_recent_items
+from features.store import feature_store, read_recent_items
 from flows.ingest import ingest_inbox
 from llmseqrec.drift import drift_summary, js_divergence
 from llmseqrec.replay import drop_next
@@ -40,7 +40,7 @@ def test_replayed_days_flow_through_the_inbox(movielens_slice, tmp_path, prefect
     log = stores.store.read()
     user = int(log.sort_values("timestamp")["user_id"].iloc[-1])
     latest = log[log["user_id"] == user].sort_values("timestamp", kind="stable")["item_id"]
-    assert read_recent_items(stores.state_dir, [user])[0] == latest.tolist()[-50:]
+    assert read_recent_items(feature_store(stores.state_dir), [user])[0] == latest.tolist()[-50:]
 
     drop_next(stores, movielens_slice, days=4)
     day3 = next(stores.inbox.glob("day-003.csv"))

@@ -93,7 +93,19 @@ def test_served_champion_answers_and_refuses_malformed_requests(pipeline_run, fr
         assert not set(ids) & set(history) and set(ids) <= catalog
         assert all(r["title"] for r in answer["recommendations"])
 
+        user = int(stores.store.read()["user_id"].iloc[0])
+        reply = requests.post(f"{url}/invocations",
+                              json={"inputs": [{"user_id": user, "k": 3}]}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        [answer] = reply.json()["predictions"]
+        log = stores.store.read().sort_values("timestamp", kind="stable")
+        seen = set(log[log["user_id"] == user]["item_id"].tail(50))
+        assert len(answer["recommendations"]) == 3
+        assert not {r["item_id"] for r in answer["recommendations"]} & seen
+
         for bad, says in [({"inputs": [{"history": [1], "k": 0}]}, "greater than or equal to 1"),
+                          ({"inputs": [{"user_id": 987654321}]}, "unknown user_id(s) [987654321]"),
+                          ({"inputs": [{"k": 3}]}, "either a history or a user_id"),
                           ({"inputs": [{"history": ["x"]}]}, "valid integer"),
                           ({"inputs": "junk"}, "Expected list"),
                           ({"rows": []}, "inputs")]:

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from features.store import store_config
 from serving.recommender import Recommender, save_bundle
 from serving.registry import log_recommender, register_and_promote
+from serving.schema import Query
 from training.model import ModelConfig, SeqRec
 from training.sequences import ItemIndex
 
@@ -19,28 +21,41 @@ def bundle(tmp_path):
 
 
 def test_bundle_answers_without_the_history_and_falls_back_to_popularity(bundle):
-    from serving.schema import Query
-
     rec = Recommender()
     rec.load(bundle)
-    answer = rec.answer(Query(history=[101, 999, 103], k=10))
+    answer = rec.answer([101, 999, 103], k=10)
     ids = [r.item_id for r in answer.recommendations]
     assert sorted(ids) == [102, 104, 105] and answer.source == "model"
     assert answer.unknown_items == [999]
-    cold = rec.answer(Query(history=[999], k=2))
+    cold = rec.answer([999], k=2)
     assert cold.source == "popularity" and [r.item_id for r in cold.recommendations] == [101, 102]
     assert [r.title for r in cold.recommendations] == ["A", "B"]
+
+
+def test_queries_name_a_history_or_a_user(bundle):
+    from mlflow.exceptions import MlflowException
+    from pydantic import ValidationError
+
+    for bad in ({}, {"history": [1], "user_id": 3}):
+        with pytest.raises(ValidationError, match="either a history or a user_id"):
+            Query(**bad)
+    rec = Recommender()
+    rec.load(bundle)
+    with pytest.raises(MlflowException, match="no feature store"):
+        rec.predict(None, [Query(user_id=3)])
 
 
 def test_champion_only_changes_for_a_better_model(tmp_path, bundle):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(
         "promotion", artifact_location=(tmp_path / "artifacts").as_uri()))
+    config = tmp_path / "feature_store.yaml"
+    config.write_text(store_config(tmp_path / "state"))
     decisions = []
     for ndcg in (0.10, 0.05, 0.20):
         with mlflow.start_run():
             mlflow.log_metric("test_ndcg_at_10", ndcg)
-            uri = log_recommender(bundle, [101, 102])
+            uri = log_recommender(bundle, config, [101, 102])
             decisions.append(register_and_promote(uri, "rec", "test_ndcg_at_10", ndcg))
     assert [d.promoted for d in decisions] == [True, False, True]
     assert "0.0500 <= 0.1000 of champion version 1" in decisions[1].reason
