@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -120,3 +121,34 @@ def load_movielens(data_dir: Path = BUNDLED_MOVIELENS) -> RawDataset:
     else:
         items["tags"] = None
     return RawDataset(interactions=interactions, items=items)
+
+
+def read_sequences(path: Path) -> pd.DataFrame:
+    """One line per user, `user item item ...` in time order (S3-Rec's Beauty.txt): typed
+    interactions whose timestamp is the position in the sequence."""
+    users, items, steps = [], [], []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            ids = line.split()
+            if len(ids) > 1:
+                users += [int(ids[0])] * (len(ids) - 1)
+                items += [int(i) for i in ids[1:]]
+                steps += range(len(ids) - 1)
+    return pd.DataFrame({"user_id": users, "item_id": items, "timestamp": steps})
+
+
+def read_recbole_split(data_dir: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """RecBole atomic files of a leave-one-out split (UniSRec preprocessing): each user's
+    sequence is its test history plus the test target; items carry their `.text`."""
+    test = pd.read_csv(data_dir / f"{name}.test.inter", sep="\t", dtype=str)
+    test.columns = ["user_id", "history", "target"]
+    seqs = (test["history"] + " " + test["target"]).str.split()
+    interactions = pd.DataFrame({"user_id": test["user_id"].astype("int64").repeat(seqs.str.len()),
+                                 "item_id": np.concatenate(seqs.to_numpy()).astype("int64")})
+    interactions["timestamp"] = interactions.groupby("user_id").cumcount()
+    text = pd.read_csv(data_dir / f"{name}.text", sep="\t", dtype=str, quoting=3)
+    text.columns = ["asin", "text"]
+    index = pd.read_csv(data_dir / f"{name}.item2index", sep="\t", header=None, dtype=str,
+                        names=["asin", "item_id"], quoting=3)
+    items = text.merge(index, on="asin").astype({"item_id": "int64"})[["item_id", "text"]]
+    return interactions.reset_index(drop=True), items

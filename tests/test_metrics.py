@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.evaluate import evaluate, popularity_scorer, rank_targets
-from training.metrics import ndcg_at_k, recall_at_k, target_ranks
+from training.metrics import mrr, ndcg_at_k, recall_at_k, target_ranks
 
 
 def test_ranks_count_items_scored_at_least_as_high():
@@ -19,6 +19,7 @@ def test_ndcg_and_recall_by_hand():
     assert ndcg_at_k(ranks, 10) == pytest.approx(expected)
     assert recall_at_k(ranks, 10) == 0.75
     assert ndcg_at_k(ranks, 1) == 0.25 and recall_at_k(ranks, 1) == 0.25
+    assert mrr(ranks) == pytest.approx((1 + 1 / 2 + 1 / 10 + 1 / 11) / 4)
 
 
 def test_seen_items_are_excluded_from_the_ranking():

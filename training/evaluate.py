@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from training.metrics import ndcg_at_k, recall_at_k, target_ranks
+from training.metrics import mrr, ndcg_at_k, recall_at_k, target_ranks
 from training.model import SeqRec
 from training.sequences import Split, pad_left
 
@@ -32,7 +32,7 @@ def rank_targets(
 
 
 def ranking_metrics(ranks: torch.Tensor, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
-    out = {}
+    out = {"mrr": mrr(ranks)}
     for k in ks:
         out[f"ndcg_at_{k}"] = ndcg_at_k(ranks, k)
         out[f"recall_at_{k}"] = recall_at_k(ranks, k)
@@ -52,17 +52,17 @@ def popularity_scorer(counts: np.ndarray) -> Scorer:
 
 
 def evaluate(score: Scorer, histories: list[np.ndarray], targets: np.ndarray,
-             ks: tuple[int, ...] = (10,)) -> dict[str, float]:
-    """Metrics of a scorer on one leave-one-out target per user, seen items excluded."""
-    return ranking_metrics(rank_targets(score, histories, targets), ks)
+             ks: tuple[int, ...] = (10,), exclude_seen: bool = True) -> dict[str, float]:
+    """Metrics of a scorer on one leave-one-out target per user."""
+    return ranking_metrics(rank_targets(score, histories, targets, exclude_seen), ks)
 
 
-def evaluate_split(score: Scorer, split: Split, prefix: str = "",
-                   ks: tuple[int, ...] = (10,)) -> dict[str, float]:
+def evaluate_split(score: Scorer, split: Split, prefix: str = "", ks: tuple[int, ...] = (10,),
+                   exclude_seen: bool = True) -> dict[str, float]:
     """Validation and test metrics, named '{prefix}valid_ndcg_at_10' and so on."""
     out = {}
     for part, histories, targets in (("valid", split.valid_history, split.valid_target),
                                      ("test", split.test_history, split.test_target)):
-        metrics = evaluate(score, histories, targets, ks)
+        metrics = evaluate(score, histories, targets, ks, exclude_seen)
         out |= {f"{prefix}{part}_{name}": value for name, value in metrics.items()}
     return out

@@ -18,6 +18,11 @@ def ndcg_at_k(ranks: torch.Tensor, k: int) -> float:
     return float(torch.where(ranks < k, gains, 0.0).mean())
 
 
+def mrr(ranks: torch.Tensor) -> float:
+    """Mean reciprocal rank of the targets over the whole ranking."""
+    return float((1.0 / (ranks.double() + 1.0)).mean())
+
+
 def recall_at_k(ranks: torch.Tensor, k: int) -> float:
     """Share of targets ranked in the top k."""
     return float((ranks < k).double().mean())
