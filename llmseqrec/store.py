@@ -1,4 +1,4 @@
-"""The interaction store (date-partitioned Parquet), the quarantine store, the item catalog, and
+"""The interaction store (Parquet partitioned by month), the quarantine store, the item catalog, and
 the ledger that makes every inbox file count exactly once."""
 
 from __future__ import annotations
