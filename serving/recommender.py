@@ -50,7 +50,6 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.index = ItemIndex(bundle["item_ids"].numpy())
         self.titles = bundle["titles"]
         self.popularity = bundle["popularity"]
-        self.embedding_version = bundle["embedding_version"]
 
     def predict(self, context, model_input: list[Query], params=None) -> list[Answer]:
         histories = self.histories(model_input)
