@@ -70,19 +70,20 @@ def run_suite(df: pd.DataFrame, suite: gx.ExpectationSuite, docs_root: Path | No
     return reasons.str.lstrip(";"), docs
 
 
-def _split(raw: pd.DataFrame, reasons: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def _quarantine(raw: pd.DataFrame, reasons: pd.Series) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """Which rows failed, those raw rows with their reasons, and the count per check."""
     bad = (reasons != "").to_numpy()
     quarantined = raw[bad].assign(failed_checks=reasons[bad]).rename_axis("row").reset_index()
     failures = reasons[bad].str.split(";").explode().value_counts().to_dict()
-    return raw[~bad], quarantined, {k: int(v) for k, v in failures.items()}
+    return bad, quarantined, {k: int(v) for k, v in failures.items()}
 
 
 def validate_items(items: pd.DataFrame, docs_root: Path | None = None,
                    run_name: str = "items") -> CheckedFrame:
     raw = items.reset_index(drop=True)
     reasons, docs = run_suite(raw, item_suite(), docs_root, run_name)
-    accepted, quarantined, failures = _split(raw, reasons)
-    accepted = accepted.astype({"item_id": "int64"})
+    bad, quarantined, failures = _quarantine(raw, reasons)
+    accepted = raw[~bad].astype({"item_id": "int64"})
     return CheckedFrame(accepted.reset_index(drop=True), quarantined, failures, docs)
 
 
@@ -131,6 +132,6 @@ def validate_interactions(interactions: pd.DataFrame, catalog_ids, now: int,
         prepared["rating_value"] = parsed["rating"]
     suite = interaction_suite(now, optional)
     reasons, docs = run_suite(prepared, suite, docs_root, run_name)
-    _, quarantined, failures = _split(raw, reasons)
-    accepted = typed[(reasons == "").to_numpy()].astype({k: "int64" for k in KEY})
+    bad, quarantined, failures = _quarantine(raw, reasons)
+    accepted = typed[~bad].astype({k: "int64" for k in KEY})
     return CheckedFrame(accepted.reset_index(drop=True), quarantined, failures, docs)

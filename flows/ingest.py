@@ -47,6 +47,12 @@ def batch_markdown(report: BatchReport) -> str:
     return "\n".join(lines)
 
 
+def refresh_batch_users(stores: Stores, report: BatchReport, now: datetime) -> int:
+    """Refresh, in the feature store, the recent items of every user of an accepted batch."""
+    return refresh_user_features(stores.state_dir,
+                                 batch_user_histories(stores, report.batch_id), now)
+
+
 @task(cache_policy=NO_CACHE)
 def ingest_one(path: Path, stores: Stores, cfg: IngestConfig) -> BatchReport:
     now = datetime.now(UTC)
@@ -58,9 +64,8 @@ def ingest_one(path: Path, stores: Stores, cfg: IngestConfig) -> BatchReport:
                                  description=f"rejected: {e.report.message}")
         raise
     if report.status == "accepted":
-        refreshed = refresh_user_features(stores.state_dir,
-                                          batch_user_histories(stores, report.batch_id), now)
-        get_run_logger().info("user features refreshed for %d users", refreshed)
+        get_run_logger().info("user features refreshed for %d users",
+                              refresh_batch_users(stores, report, now))
     create_markdown_artifact(key=f"batch-{report.batch_id}", markdown=batch_markdown(report),
                              description=f"{report.status}: {report.message}")
     return report

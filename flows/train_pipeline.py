@@ -22,14 +22,13 @@ from features.item_text import DEFAULT_FIELDS
 from features.store import (
     publish_item_embeddings,
     read_item_embeddings,
-    refresh_user_features,
     register_model_features,
     store_config,
 )
+from flows.ingest import refresh_batch_users
 from llmseqrec.datasets import BUNDLED_MOVIELENS, DatasetError, RawDataset, load_movielens
 from llmseqrec.ingest import (
     BatchReport,
-    batch_user_histories,
     content_hash,
     ingest_batch,
     ingest_catalog,
@@ -69,9 +68,7 @@ def ingest(raw: RawDataset, data_dir: Path, stores: Stores, now: datetime) -> Ba
                           stores, now)
     log.info("interactions %s: %s", report.status, report.message)
     if report.status == "accepted":
-        touched = batch_user_histories(stores, report.batch_id)
-        log.info("user features refreshed for %d users",
-                 refresh_user_features(stores.state_dir, touched, now))
+        log.info("user features refreshed for %d users", refresh_batch_users(stores, report, now))
     return report
 
 
