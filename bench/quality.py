@@ -1,9 +1,13 @@
 """Accuracy and training cost of the sequential model on the published data sets, measured the
 way the papers do: leave-one-out, full ranking over all items, Recall/NDCG@10/20/50 and MRR on
-test, with and without filtering the items of the history; the checkpoint is the epoch with the
-best validation NDCG@10. The popularity baseline is computed in the same run.
+test, with and without filtering the items of the history, overall and for head, tail and cold
+target items; the checkpoint is the epoch with the best validation NDCG@10. The popularity
+baseline and every requested item representation are computed in the same run. RecBole's
+SASRec, the baseline users compare with, runs in its own environment: bench/recbole_sasrec.py.
 
-    .venv/bin/python bench/quality.py --dataset beauty --item-repr id --seeds 42
+    .venv/bin/python bench/quality.py --dataset scientific --item-repr id text hybrid \\
+        --seeds 1 2 3
+    .venv/bin/torchrun --nproc_per_node 2 bench/quality.py --dataset beauty   # DDP
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,96 +28,137 @@ import torch
 
 from features.embeddings import embed_items
 from features.encoder import EncoderConfig, ItemEncoder
-from llmseqrec.datasets import read_recbole_split, read_sequences
-from training.evaluate import evaluate, model_scorer, popularity_scorer
+from features.item_text import DEFAULT_FIELDS
+from llmseqrec.datasets import load_movielens
+from llmseqrec.public_datasets import read_recbole_split, read_sequences
+from training.evaluate import evaluate_test, model_scorer, popularity_scorer
 from training.model import ModelConfig, TextTable
-from training.sequences import ItemIndex, leave_one_out, popularity, user_sequences
-from training.train import TrainConfig, device, train_model
+from training.sequences import ItemIndex, Split, leave_one_out, popularity, user_sequences
+from training.train import TrainConfig, device, init_distributed, train_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-KS = (10, 20, 50)
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+DATA = BENCH.parents[1] / "shared" / "data"
+BEAUTY = DATA / "amazon-beauty-s3rec" / "Beauty.txt"
+SUMMARY = ("test_ndcg_at_10", "test_recall_at_10", "test_unfiltered_ndcg_at_10",
+           "test_unfiltered_recall_at_10", "test_unfiltered_ndcg_at_50",
+           "test_unfiltered_recall_at_50", "test_tail_ndcg_at_10", "test_cold_ndcg_at_10",
+           "test_unfiltered_tail_ndcg_at_10", "test_unfiltered_cold_ndcg_at_10",
+           "best_epoch", "mean_epoch_seconds", "seconds_to_best")
 
 
-def load(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def load(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame | None, tuple[str, ...]]:
+    """Interactions (typed), items with text (None for ID-only data) and their text fields."""
     if dataset == "beauty":
-        return read_sequences(DATA / "amazon-beauty-s3rec" / "Beauty.txt"), None
+        return read_sequences(BEAUTY), None, ()
     if dataset == "scientific":
-        return read_recbole_split(DATA / "amazon2018-scientific", "Scientific")
+        interactions, items = read_recbole_split(DATA / "amazon2018-scientific", "Scientific")
+        return interactions, items, ("text",)
+    if dataset == "ml-latest-small":
+        raw = load_movielens()
+        interactions = raw.interactions.astype({"user_id": "int64", "item_id": "int64",
+                                                "timestamp": "int64"})
+        return interactions, raw.items.astype({"item_id": "int64"}), DEFAULT_FIELDS
     raise ValueError(f"unknown data set {dataset!r}")
+
+
+def text_table(items: pd.DataFrame, index: ItemIndex, fields: tuple[str, ...]) -> TextTable:
+    """The bundled MiniLM's embedding of each item's text, cached in bench/.cache."""
+    ordered = items.set_index("item_id").loc[index.item_ids].reset_index()
+    embedded = embed_items(ordered, ItemEncoder(EncoderConfig(max_length=256)), fields,
+                           BENCH / ".cache")
+    return TextTable(torch.from_numpy(embedded.vectors), embedded.version)
+
+
+def train_and_test(split: Split, counts: np.ndarray, cfg: ModelConfig, train_cfg: TrainConfig,
+                   text: TextTable | None) -> dict:
+    result = train_model(split, cfg, train_cfg, text)
+    epoch_seconds = [r["epoch_seconds"] for r in result.history]
+    return {"model": cfg.item_repr, "loss": cfg.loss, "seed": train_cfg.seed,
+            "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+            "mean_epoch_seconds": float(np.mean(epoch_seconds)),
+            "seconds_to_best": float(sum(epoch_seconds[: result.best_epoch])),
+            "valid_ndcg_at_10": result.history[result.best_epoch - 1]["valid_ndcg_at_10"],
+            "valid_curve": [round(r["valid_ndcg_at_10"], 5) for r in result.history],
+            "epoch_seconds": [round(t, 2) for t in epoch_seconds],
+            **evaluate_test(model_scorer(result.model, device()), split, counts)}
+
+
+def summarize(runs: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """Mean and standard deviation over seeds of the headline figures, per model."""
+    out = {}
+    for model in dict.fromkeys(r["model"] for r in runs):
+        rows = [r for r in runs if r["model"] == model]
+        out[model] = {k: [statistics.fmean(r[k] for r in rows),
+                          statistics.pstdev(r[k] for r in rows)]
+                      for k in SUMMARY if all(k in r for r in rows)}
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset", choices=["beauty", "scientific"], required=True)
+    parser.add_argument("--dataset", choices=["beauty", "scientific", "ml-latest-small"],
+                        required=True)
     parser.add_argument("--item-repr", nargs="+", default=["id"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--loss", choices=["ce", "sampled"], default="ce")
+    parser.add_argument("--negatives", type=int, default=256)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=1)
     parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--max-len", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rank, world = init_distributed()  # under torchrun: DDP, results from the first process
 
-    interactions, items = load(args.dataset)
+    interactions, items, fields = load(args.dataset)
     index = ItemIndex.from_items(interactions["item_id"] if items is None else items["item_id"])
     split = leave_one_out(user_sequences(interactions, index))
     counts = popularity(split.train, len(index))
-    text, version = None, ""
-    if items is not None:
-        embedded = embed_items(items.set_index("item_id").loc[index.item_ids].reset_index(),
-                               ItemEncoder(EncoderConfig(max_length=256)), ("text",),
-                               RESULTS.parent / ".cache")
-        text, version = torch.from_numpy(embedded.vectors), embedded.version
-    runs = [{"model": "popularity", **{
-        f"{'filtered' if seen else 'unfiltered'}_{k}": v
-        for seen in (True, False)
-        for k, v in evaluate(popularity_scorer(counts), split.test_history, split.test_target,
-                             KS, exclude_seen=seen).items()}}]
-    for item_repr in args.item_repr:
-        for seed in args.seeds:
-            cfg = ModelConfig(num_items=len(index), max_len=50, hidden=args.hidden,
-                              layers=args.layers, dropout=args.dropout, item_repr=item_repr,
-                              text_dim=0 if item_repr == "id" else text.shape[1],
-                              embedding_version="" if item_repr == "id" else version)
-            train_cfg = TrainConfig(epochs=args.epochs, patience=args.patience, lr=args.lr,
-                                    batch_size=args.batch_size, seed=seed)
-            started = time.perf_counter()
-            result = train_model(split, cfg, train_cfg,
-                                 None if item_repr == "id" else TextTable(text, version))
-            seconds = time.perf_counter() - started
-            scorer = model_scorer(result.model, device())
-            row = {"model": item_repr, "seed": seed, "best_epoch": result.best_epoch,
-                   "epochs_run": len(result.history),
-                   "mean_epoch_seconds": float(np.mean([r["epoch_seconds"]
-                                                        for r in result.history])),
-                   "seconds_to_best": float(sum(r["epoch_seconds"]
-                                                for r in result.history[:result.best_epoch])),
-                   "train_seconds": seconds,
-                   "valid_ndcg_at_10": max(r["valid_ndcg_at_10"] for r in result.history)}
-            for seen in (True, False):
-                metrics = evaluate(scorer, split.test_history, split.test_target, KS,
-                                   exclude_seen=seen)
-                row |= {f"{'filtered' if seen else 'unfiltered'}_{k}": v
-                        for k, v in metrics.items()}
-            print(json.dumps(row), flush=True)
-            runs.append(row)
+    text = text_table(items, index, fields) if items is not None else None
+    runs = [{"model": "popularity", **evaluate_test(popularity_scorer(counts), split, counts)}]
     result = {
         "benchmark": "quality", "dataset": args.dataset,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-                   f"torch {torch.__version__}, device {device()}",
-        "users": len(split.test_target), "items": len(index),
-        "settings": vars(args), "runs": runs,
+                   f"torch {torch.__version__}, device {device()}, {world} process(es), "
+                   f"{torch.get_num_threads()} thread(s) each",
+        "protocol": "leave-one-out, full ranking over all items; test_* exclude the items of "
+                    "the history, test_unfiltered_* do not; slices by the target's training "
+                    "popularity (head: top 20% of items, cold: <= 4 training interactions)",
+        "users": len(split.test_target), "items": len(index), "settings": vars(args),
     }
-    RESULTS.mkdir(exist_ok=True)
-    name = f"quality-{args.dataset}-{'-'.join(args.item_repr)}.json"
-    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-
+    name = f"quality-{args.dataset}-{'-'.join(args.item_repr)}-{args.loss}{args.tag}.json"
+    started = time.perf_counter()
+    for item_repr in args.item_repr:
+        for seed in args.seeds:
+            cfg = ModelConfig(num_items=len(index), max_len=args.max_len, hidden=args.hidden,
+                              layers=args.layers, heads=args.heads, dropout=args.dropout,
+                              item_repr=item_repr, loss=args.loss, negatives=args.negatives,
+                              text_dim=0 if item_repr == "id" else text.vectors.shape[1],
+                              embedding_version="" if item_repr == "id" else text.version)
+            train_cfg = TrainConfig(epochs=args.epochs, patience=args.patience, lr=args.lr,
+                                    batch_size=args.batch_size, seed=seed, progress=False)
+            runs.append(train_and_test(split, counts, cfg, train_cfg,
+                                       None if item_repr == "id" else text))
+            if rank == 0:  # written after every run: a long benchmark keeps what it measured
+                print(json.dumps({k: v for k, v in runs[-1].items() if k in SUMMARY}),
+                      flush=True)
+                result |= {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "seconds": time.perf_counter() - started,
+                           "summary": summarize(runs[1:]), "runs": runs}
+                RESULTS.mkdir(exist_ok=True)
+                (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    if rank == 0:
+        print(json.dumps(result["summary"], indent=2))
 
 if __name__ == "__main__":
     main()

@@ -34,12 +34,13 @@ from llmseqrec.ingest import (
     ingest_catalog,
 )
 from llmseqrec.settings import EXPERIMENT, MODEL_NAME, Stores, default_state_dir
-from serving.recommender import save_bundle
-from serving.registry import Promotion, log_recommender, register_and_promote
-from training.evaluate import evaluate_split, model_scorer, popularity_scorer
+from serving.recommender import Recommender, save_bundle
+from serving.registry import Promotion, champion_bundle, log_recommender, register_and_promote
+from training.curves import plot_curves
+from training.evaluate import evaluate_test, model_scorer, popularity_scorer
 from training.model import ModelConfig, TextTable
 from training.sequences import ItemIndex, Split, leave_one_out, popularity, user_sequences
-from training.train import TrainConfig, TrainResult, device, train_model
+from training.train import TrainConfig, TrainResult, device, grown_state, train_model
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Trained:
     index: ItemIndex
     split: Split
     popularity: np.ndarray
-    metrics: dict[str, float]
+    start: str  # how training began: from scratch, or from the champion's weights
 
 
 @task(cache_policy=NO_CACHE)
@@ -60,10 +61,12 @@ def load(data_dir: Path) -> RawDataset:
 def ingest(raw: RawDataset, data_dir: Path, stores: Stores, now: datetime) -> BatchReport:
     """The catalog, then the interaction log as one batch of the store (once per content)."""
     log = get_run_logger()
-    items = ingest_catalog(raw.items, stores, content_hash(data_dir / "movies.csv")[:16])
+    release = "csv" if (data_dir / "ratings.csv").is_file() else "dat"  # as load_movielens
+    catalog = content_hash(data_dir / f"movies.{release}")[:16]
+    items = ingest_catalog(raw.items, stores, catalog)
     log.info("items: %d accepted, %d quarantined %s", len(items.accepted),
              len(items.quarantined), items.failures or "")
-    source = data_dir / "ratings.csv"
+    source = data_dir / f"ratings.{release}"
     report = ingest_batch(lambda: (raw.interactions, []), source.name, content_hash(source),
                           stores, now)
     log.info("interactions %s: %s", report.status, report.message)
@@ -87,9 +90,28 @@ def publish(stores: Stores, items: pd.DataFrame, embedded: ItemEmbeddings,
     publish_item_embeddings(stores.state_dir, items, embedded.vectors, embedded.version, now)
 
 
+def champion_start(stores: Stores, cfg: ModelConfig, index: ItemIndex
+                   ) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The champion's weights grown to the current catalog, when its settings are the same
+    (new items start from their text); else None. Also says which it is."""
+    mlflow.set_tracking_uri(stores.tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = champion_bundle(MODEL_NAME, Path(tmp))
+        if bundle is None:
+            return None, "from scratch: no champion yet"
+        previous = Recommender()
+        previous.load(bundle)
+    try:
+        state = grown_state(previous.model, previous.index.item_ids, cfg, index.item_ids)
+    except ValueError as e:
+        return None, f"from scratch: the champion differs ({e})"
+    new = len(set(index.item_ids.tolist()) - set(previous.index.item_ids.tolist()))
+    return state, f"warm start from the champion ({new} new items)"
+
+
 @task(cache_policy=NO_CACHE)
 def train(stores: Stores, items: pd.DataFrame, model_cfg: dict, train_cfg: TrainConfig,
-          now: datetime) -> Trained:
+          now: datetime, warm_start: bool) -> Trained:
     """Train on every interaction in the store: only validated rows ever get there."""
     log = get_run_logger()
     index = ItemIndex.from_items(items["item_id"])
@@ -102,20 +124,32 @@ def train(stores: Stores, items: pd.DataFrame, model_cfg: dict, train_cfg: Train
         version = cfg.embedding_version
         vectors = read_item_embeddings(stores.state_dir, index.item_ids, now, version)
         text = TextTable(torch.from_numpy(vectors), version)
-    result = train_model(split, cfg, train_cfg, text,
+    init, start = champion_start(stores, cfg, index) if warm_start else (None, "from scratch")
+    log.info("training %s", start)
+    result = train_model(split, cfg, train_cfg, text, init_state=init,
                          on_epoch=lambda r: log.info("epoch %(epoch)d loss %(loss).4f "
                                                      "valid ndcg@10 %(valid_ndcg_at_10).4f", r))
-    counts = popularity(split.train, len(index))
-    metrics = evaluate_split(model_scorer(result.model, device()), split)
-    metrics |= evaluate_split(popularity_scorer(counts), split, prefix="popularity_")
-    log.info("test ndcg@10: model %.4f, popularity %.4f", metrics["test_ndcg_at_10"],
-             metrics["popularity_test_ndcg_at_10"])
-    return Trained(result, index, split, counts, metrics)
+    return Trained(result, index, split, popularity(split.train, len(index)), start)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(trained: Trained) -> dict[str, float]:
+    """Test metrics of the kept checkpoint and, on the same split, of the popularity baseline."""
+    metrics = evaluate_test(model_scorer(trained.result.model, device()), trained.split,
+                            trained.popularity)
+    metrics |= {f"popularity_{k}": v for k, v in evaluate_test(
+        popularity_scorer(trained.popularity), trained.split, trained.popularity).items()
+        if not k.endswith("_users")}
+    metrics["valid_ndcg_at_10"] = trained.result.history[trained.result.best_epoch - 1][
+        "valid_ndcg_at_10"]
+    get_run_logger().info("test ndcg@10: model %.4f, popularity %.4f",
+                          metrics["test_ndcg_at_10"], metrics["popularity_test_ndcg_at_10"])
+    return metrics
 
 
 @task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained: Trained,
-             params: dict, version: str) -> Promotion:
+             metrics: dict[str, float], params: dict, version: str) -> Promotion:
     """One MLflow run: parameters, data counts, curves, metrics, the model; then promotion."""
     mlflow.set_tracking_uri(stores.tracking_uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
@@ -123,7 +157,7 @@ def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained
     mlflow.set_experiment(EXPERIMENT)
     titles = items.set_index("item_id").loc[trained.index.item_ids, "title"]
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params(params | {"embedding_version": version,
+        mlflow.log_params(params | {"embedding_version": version, "start": trained.start,
                                     "best_epoch": trained.result.best_epoch})
         mlflow.log_metrics({"train_users": len(trained.split.train),
                             "train_interactions": sum(map(len, trained.split.train)),
@@ -134,7 +168,9 @@ def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained
                                 "ingest_rows_quarantined": ingested.rows_quarantined})
         for row in trained.result.history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        mlflow.log_metrics(trained.metrics)
+        mlflow.log_metrics(metrics)
+        mlflow.log_figure(plot_curves(trained.result.history, trained.result.best_epoch),
+                          "training_curves.png")
         mlflow.set_tag("embedding_version", version)
         bundle = Path(tmp) / "recommender.pt"
         save_bundle(bundle, trained.result.model, trained.index, titles.tolist(),
@@ -144,7 +180,7 @@ def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained
         config.write_text(store_config(stores.state_dir))
         model_uri = log_recommender(bundle, config, example)
         promotion = register_and_promote(model_uri, MODEL_NAME, "test_ndcg_at_10",
-                                         trained.metrics["test_ndcg_at_10"])
+                                         metrics["test_ndcg_at_10"])
         service = register_model_features(stores.state_dir, MODEL_NAME, promotion.version,
                                           version)
         mlflow.set_tags({"registered_version": promotion.version,
@@ -167,11 +203,15 @@ def train_pipeline(
     max_len: int = 50,
     hidden: int = 64,
     layers: int = 2,
+    dropout: float = 0.2,
+    loss: str = "ce",
+    negatives: int = 256,
     epochs: int = 100,
     patience: int = 5,
     batch_size: int = 128,
     lr: float = 3e-3,
     seed: int = 42,
+    warm_start: bool = True,
 ) -> dict:
     """Validate the MovieLens-format data in `data_dir`, embed and publish item features,
     train, evaluate against popularity, register in MLflow and promote when better."""
@@ -185,15 +225,17 @@ def train_pipeline(
     version = embedded.version
     publish(stores, items, embedded, now)
     model_cfg = {"item_repr": item_repr, "max_len": max_len, "hidden": hidden, "layers": layers,
+                 "dropout": dropout, "loss": loss, "negatives": negatives,
                  "text_dim": embedded.vectors.shape[1] if item_repr != "id" else 0,
                  "embedding_version": version if item_repr != "id" else ""}
     train_cfg = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                             seed=seed)
-    trained = train(stores, items, model_cfg, train_cfg, now)
+    trained = train(stores, items, model_cfg, train_cfg, now, warm_start)
     params = {"data_dir": str(data_dir), "encoder": encoder or "bundled all-MiniLM-L6-v2",
               "pooling": pooling, "items_encoded": embedded.encoded, **model_cfg,
               **asdict(train_cfg)}
-    promotion = register(stores, items, ingested, trained, params, version)
-    return {"metrics": trained.metrics, "version": promotion.version,
+    metrics = evaluate(trained)
+    promotion = register(stores, items, ingested, trained, metrics, params, version)
+    return {"metrics": metrics, "version": promotion.version,
             "promoted": promotion.promoted, "reason": promotion.reason,
             "state_dir": str(stores.state_dir)}

@@ -52,6 +52,9 @@ def run(
     pooling: Annotated[str, typer.Option(help="mean, cls, or last (decoder LLMs)")] = "mean",
     prompt: Annotated[str, typer.Option(help="Template around each item text")] = "{text}",
     item_repr: Annotated[str, typer.Option(help="id, text or hybrid")] = "hybrid",
+    loss: Annotated[str, typer.Option(help="ce (full softmax) or sampled (softmax over "
+                                           "--negatives uniform negatives)")] = "ce",
+    negatives: int = 256,
     epochs: int = 100,
     max_len: int = 50,
     hidden: int = 64,
@@ -69,7 +72,8 @@ def run(
     try:
         summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
                                  pooling=pooling, prompt=prompt, item_repr=item_repr,
-                                 epochs=epochs, max_len=max_len, hidden=hidden, lr=lr, seed=seed)
+                                 loss=loss, negatives=negatives, epochs=epochs,
+                                 max_len=max_len, hidden=hidden, lr=lr, seed=seed)
     except (DatasetError, BatchRejected, EmbeddingVersionError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None

@@ -36,6 +36,16 @@ def log_recommender(bundle: Path, feature_store_config: Path, example_history: l
     return info.model_uri
 
 
+def champion_bundle(name: str, dest: Path) -> Path | None:
+    """The champion's recommender bundle, downloaded into `dest`; None when there is none."""
+    try:
+        MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    model_dir = mlflow.artifacts.download_artifacts(f"models:/{name}@{CHAMPION}", dst_path=dest)
+    return Path(model_dir) / "artifacts" / "recommender.pt"
+
+
 def register_and_promote(model_uri: str, name: str, metric: str, value: float) -> Promotion:
     """Register a new version; make it champion when there is none or `value` beats the
     champion's `metric` (higher is better). The decision is tagged on the version."""

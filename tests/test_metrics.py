@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from training.evaluate import evaluate, popularity_scorer, rank_targets
+from training.evaluate import (
+    evaluate,
+    evaluate_test,
+    item_slices,
+    popularity_scorer,
+    rank_targets,
+)
 from training.metrics import mrr, ndcg_at_k, recall_at_k, target_ranks
+from training.sequences import Split
 
 
 def test_ranks_count_items_scored_at_least_as_high():
@@ -31,3 +38,28 @@ def test_seen_items_are_excluded_from_the_ranking():
     ranks_all = rank_targets(popularity_scorer(counts), histories, targets, exclude_seen=False)
     assert ranks_all.tolist() == [2, 2]
     assert evaluate(popularity_scorer(counts), histories, targets)["recall_at_10"] == 1.0
+
+
+def test_item_slices_split_the_catalog_by_training_popularity():
+    counts = np.array([0, 50, 40, 30, 9, 8, 7, 6, 5, 4, 0])  # 10 items; padding first
+    slices = item_slices(counts, head_share=0.2, cold_max=4)
+    assert np.flatnonzero(slices["head"]).tolist() == [1, 2]
+    assert np.flatnonzero(slices["tail"]).tolist() == [3, 4, 5, 6, 7, 8]
+    assert np.flatnonzero(slices["cold"]).tolist() == [9, 10]  # few or no training interactions
+    assert not any(mask[0] for mask in slices.values())
+
+
+def test_test_metrics_per_slice_are_those_of_its_users():
+    counts = np.array([0, 50, 40, 30, 9, 8, 7, 6, 5, 4, 0])
+    histories = [np.array([1]), np.array([2]), np.array([9])]
+    targets = np.array([2, 3, 10])  # a head, a tail and a cold target
+    split = Split(train=[], valid_history=[], valid_target=np.array([]),
+                  test_history=histories, test_target=targets)
+    metrics = evaluate_test(popularity_scorer(counts), split, counts, ks=(1, 10))
+    # popularity ranks: target 2 after seen 1 is first; 3 is second; 10 is last of 9 left
+    assert metrics["test_head_users"] == metrics["test_tail_users"] == 1
+    assert metrics["test_head_recall_at_1"] == 1.0 and metrics["test_tail_recall_at_1"] == 0.0
+    assert metrics["test_tail_ndcg_at_10"] == pytest.approx(1 / math.log2(3))
+    assert metrics["test_cold_mrr"] == pytest.approx(1 / 9)
+    assert metrics["test_unfiltered_head_recall_at_1"] == 0.0  # unfiltered: item 1 comes first
+    assert metrics["test_recall_at_1"] == pytest.approx(1 / 3)

@@ -118,3 +118,30 @@ def test_served_champion_answers_and_refuses_malformed_requests(pipeline_run, fr
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+
+def test_retraining_warm_starts_from_the_champion_with_new_items(pipeline_run, movielens_slice,
+                                                                 tmp_path):
+    stores, _, _ = pipeline_run
+    data_dir = tmp_path / "day-2"  # the catalog with one new film, and a day of new ratings
+    data_dir.mkdir()
+    movies = pd.read_csv(movielens_slice / "movies.csv", dtype=str)
+    new = pd.DataFrame([{"movieId": "999001", "title": "A New Film (2026)", "genres": "Drama"}])
+    pd.concat([movies, new]).to_csv(data_dir / "movies.csv", index=False)
+    (data_dir / "tags.csv").write_bytes((movielens_slice / "tags.csv").read_bytes())
+    last = int(stores.store.read()["timestamp"].max())
+    ratings = [{"userId": str(u), "movieId": m, "rating": "4.0", "timestamp": str(last + n)}
+               for n, (u, m) in enumerate([(1, "999001"), (2, "999001"), (3, "999001"),
+                                           (2, movies["movieId"].iloc[0])], 1)]
+    pd.DataFrame(ratings).to_csv(data_dir / "ratings.csv", index=False)
+    summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, hidden=16, layers=1,
+                             max_len=20, epochs=2)
+    mlflow.set_tracking_uri(stores.tracking_uri)
+    client = MlflowClient()
+    run_id = client.get_model_version(MODEL_NAME, summary["version"]).run_id
+    assert client.get_run(run_id).data.params["start"] == \
+        "warm start from the champion (1 new items)"
+    assert "training_curves.png" in {a.path for a in client.list_artifacts(run_id)}
+    assert {"test_unfiltered_ndcg_at_10", "test_tail_users", "test_cold_users"} <= set(
+        summary["metrics"])

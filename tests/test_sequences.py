@@ -4,6 +4,7 @@ import pandas as pd
 from training.sequences import (
     ItemIndex,
     leave_one_out,
+    length_batches,
     pad_left,
     popularity,
     training_windows,
@@ -47,3 +48,15 @@ def test_pad_left_keeps_the_latest_items():
 def test_popularity_counts_training_items():
     assert popularity([np.array([1, 1, 3])], 3).tolist() == [0, 2, 0, 1]
     assert popularity([], 2).tolist() == [0, 0, 0]
+
+
+def test_length_batches_cover_every_sequence_once_with_little_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 51, size=1000)
+    batches = length_batches(lengths, 10, np.random.default_rng(1), pool=20)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert padded < 1.2 * lengths.sum()  # random batches of 10 would pad to about 1.7x
+    again = length_batches(lengths, 10, np.random.default_rng(2), pool=20)
+    assert [b.tolist() for b in again] != [b.tolist() for b in batches]  # reshuffled

@@ -18,17 +18,20 @@ def rank_targets(
     score: Scorer, histories: list[np.ndarray], targets: np.ndarray,
     exclude_seen: bool = True, batch_size: int = 512,
 ) -> torch.Tensor:
-    """0-based rank of every target; items of the history are excluded from the ranking."""
-    ranks = []
-    for start in range(0, len(histories), batch_size):
-        batch = histories[start : start + batch_size]
+    """0-based rank of every target; with `exclude_seen`, the items of the history are left
+    out of the ranking. Histories are scored in batches of similar length (little padding)."""
+    order = np.argsort([len(h) for h in histories], kind="stable")
+    ranks = torch.empty(len(histories), dtype=torch.long)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = [histories[i] for i in rows]
         scores = score(batch).float().cpu()  # (B, n)
         scores[:, 0] = float("-inf")
         if exclude_seen:
-            rows = np.repeat(np.arange(len(batch)), [len(h) for h in batch])
-            scores[rows, np.concatenate(batch)] = float("-inf")
-        ranks.append(target_ranks(scores, torch.from_numpy(targets[start : start + len(batch)])))
-    return torch.cat(ranks)
+            users = np.repeat(np.arange(len(batch)), [len(h) for h in batch])
+            scores[users, np.concatenate(batch)] = float("-inf")
+        ranks[rows] = target_ranks(scores, torch.from_numpy(targets[rows]))
+    return ranks
 
 
 def ranking_metrics(ranks: torch.Tensor, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
@@ -57,12 +60,35 @@ def evaluate(score: Scorer, histories: list[np.ndarray], targets: np.ndarray,
     return ranking_metrics(rank_targets(score, histories, targets, exclude_seen), ks)
 
 
-def evaluate_split(score: Scorer, split: Split, prefix: str = "", ks: tuple[int, ...] = (10,),
-                   exclude_seen: bool = True) -> dict[str, float]:
-    """Validation and test metrics, named '{prefix}valid_ndcg_at_10' and so on."""
+def item_slices(counts: np.ndarray, head_share: float = 0.2, cold_max: int = 4
+                ) -> dict[str, np.ndarray]:
+    """Disjoint item groups by training popularity, as masks over model ids: `cold` items have
+    at most `cold_max` training interactions (none included), `head` items are the most
+    popular `head_share` of the catalog, `tail` the rest."""
+    real = np.arange(len(counts)) > 0  # id 0 is padding
+    ranked = np.argsort(-counts[1:], kind="stable") + 1
+    head = np.zeros(len(counts), dtype=bool)
+    head[ranked[: int(round(head_share * (len(counts) - 1)))]] = True
+    cold = real & (counts <= cold_max)
+    head &= ~cold
+    return {"head": head, "tail": real & ~head & ~cold, "cold": cold}
+
+
+def evaluate_test(score: Scorer, split: Split, counts: np.ndarray,
+                  ks: tuple[int, ...] = (10, 20, 50)) -> dict[str, float]:
+    """The test numbers: full ranking of each user's last item, with the history's items
+    excluded (`test_ndcg_at_10`) and not (`test_unfiltered_ndcg_at_10`), overall and for the
+    users whose target is a head, tail or cold item (`test_tail_ndcg_at_10`, `test_tail_users`).
+    `counts` are the training interactions of each item (`sequences.popularity`)."""
+    targets = split.test_target
     out = {}
-    for part, histories, targets in (("valid", split.valid_history, split.valid_target),
-                                     ("test", split.test_history, split.test_target)):
-        metrics = evaluate(score, histories, targets, ks, exclude_seen)
-        out |= {f"{prefix}{part}_{name}": value for name, value in metrics.items()}
+    for protocol, exclude_seen in (("", True), ("unfiltered_", False)):
+        ranks = rank_targets(score, split.test_history, targets, exclude_seen)
+        out |= {f"test_{protocol}{k}": v for k, v in ranking_metrics(ranks, ks).items()}
+        for name, items in item_slices(counts).items():
+            users = torch.from_numpy(items[targets])
+            out[f"test_{name}_users"] = int(users.sum())
+            if users.any():
+                out |= {f"test_{protocol}{name}_{k}": v
+                        for k, v in ranking_metrics(ranks[users], ks).items()}
     return out

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ITEM_REPRS = ("id", "text", "hybrid")
+LOSSES = ("ce", "sampled")
 
 
 class EmbeddingVersionError(ValueError):
@@ -40,10 +41,16 @@ class ModelConfig:
     item_repr: str = "hybrid"  # "id", "text" or "hybrid"
     text_dim: int = 0  # width of the LLM item embedding; 0 when there is none
     embedding_version: str = ""  # the recipe of the LLM embeddings the model accepts
+    loss: str = "ce"  # "ce": softmax over every item; "sampled": over uniform negatives
+    negatives: int = 256  # negatives per batch of the sampled softmax
 
     def __post_init__(self) -> None:
         if self.item_repr not in ITEM_REPRS:
             raise ValueError(f"item_repr must be one of {ITEM_REPRS}, got {self.item_repr!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.negatives < 1:
+            raise ValueError(f"negatives must be at least 1, got {self.negatives}")
         if self.item_repr != "id" and self.text_dim <= 0:
             raise ValueError(f"item_repr={self.item_repr!r} needs text embeddings (text_dim > 0)")
         if self.hidden % self.heads:
@@ -154,13 +161,18 @@ class SeqRec(nn.Module):
         return self.ln_f(x)
 
     def forward(self, seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross-entropy of the next item at every non-padded target position."""
+        """Loss of the next item at every non-padded target position, one per target: (M,).
+        Training averages it (over all processes under DDP)."""
         seq, targets = seq[:, -self.cfg.max_len :], targets[:, -self.cfg.max_len :]
         items = self.item_embeddings()
         h = self.encode(seq, items)  # (B, T, C)
         keep = (targets > 0) & (seq > 0)  # (B, T): a target needs a history before it
-        logits = h[keep] @ items[1:].T  # (M, num_items): padding is never a candidate
-        return next_item_loss(logits, targets[keep])
+        h, targets = h[keep], targets[keep]  # (M, C), (M,)
+        if self.cfg.loss == "ce":
+            return next_item_loss(h @ items[1:].T, targets)  # padding is never a candidate
+        negatives = torch.randint(1, self.cfg.num_items + 1, (self.cfg.negatives,),
+                                  device=seq.device)  # (S,) shared by the batch
+        return sampled_softmax_loss(h, items, targets, negatives)
 
     @torch.no_grad()
     def score_next(self, seq: torch.Tensor) -> torch.Tensor:
@@ -174,6 +186,17 @@ class SeqRec(nn.Module):
 
 
 def next_item_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Full-softmax cross-entropy: logits (M, num_items) over items 1..num_items,
-    targets (M,) item ids from 1."""
-    return F.cross_entropy(logits.float(), targets - 1)
+    """Full-softmax cross-entropy per target: logits (M, num_items) over items
+    1..num_items, targets (M,) item ids from 1 -> (M,)."""
+    return F.cross_entropy(logits.float(), targets - 1, reduction="none")
+
+
+def sampled_softmax_loss(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
+                         negatives: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each target against shared uniform negatives (a negative that is the
+    target itself is masked): h (M, C), items (n, C), targets (M,), negatives (S,) -> (M,)."""
+    positive = (h * items[targets]).sum(-1, keepdim=True)  # (M, 1)
+    negative = h @ items[negatives].T  # (M, S)
+    negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+    logits = torch.cat([positive, negative], dim=1).float()  # (M, 1 + S): the target is column 0
+    return F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")

@@ -86,3 +86,17 @@ def pad_left(seqs: list[np.ndarray], max_len: int) -> torch.Tensor:
 def popularity(train: list[np.ndarray], num_items: int) -> np.ndarray:
     """Training interaction count of every model id (index 0, padding, counts 0)."""
     return np.bincount(np.concatenate([np.zeros(0, np.int64), *train]), minlength=num_items + 1)
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                   pool: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of indices whose sequences have similar lengths: shuffle, sort each
+    pool of `pool` batches by length, cut it into batches, shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    size = batch_size * pool
+    batches = []
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]

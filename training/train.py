@@ -1,9 +1,12 @@
-"""Train the sequential model with full-softmax cross-entropy and early stopping on validation."""
+"""Train the sequential model with early stopping on validation NDCG@10: one process, or
+several under `torchrun` (DDP; NCCL on GPUs, gloo on CPUs), and optionally warm-started from
+an earlier model whose catalog has since grown."""
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -11,10 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from training.evaluate import evaluate, model_scorer
 from training.model import ModelConfig, SeqRec, TextTable
-from training.sequences import Split, pad_left, training_windows
+from training.sequences import Split, length_batches, pad_left, training_windows
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +28,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 100
-    batch_size: int = 128
+    batch_size: int = 128  # global batch: split across processes under torchrun
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 5  # epochs without a better validation NDCG@10 before stopping
     seed: int = 42
+    progress: bool = True  # a progress bar per epoch (first process only)
 
 
 @dataclass
@@ -42,8 +49,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def init_distributed() -> tuple[int, int]:
+    """Join the process group when started by torchrun: (rank, world size); (0, 1) alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def grown_state(previous: SeqRec, previous_items: np.ndarray, cfg: ModelConfig,
+                items: np.ndarray) -> dict[str, torch.Tensor]:
+    """Weights of `previous` for the catalog `items` (catalog ids in model-id order; the
+    previous model's were `previous_items`): a known item keeps its learned row; a new one
+    starts from its text (zero ID row) or, in an ID-only model, from a fresh random row."""
+    if previous.cfg != ModelConfig(**{**vars(cfg), "num_items": previous.cfg.num_items}):
+        raise ValueError("warm start needs the same model settings apart from the catalog")
+    state = {k: v.detach().clone() for k, v in previous.state_dict().items()}
+    if cfg.item_repr == "text":
+        return state
+    old = previous.item_id.weight.detach()  # (previous n + 1, C)
+    rows = torch.zeros(len(items) + 1, cfg.hidden)  # row 0 is padding
+    if cfg.item_repr == "id":
+        rows[1:].normal_(std=0.02)
+    position = {int(item): i + 1 for i, item in enumerate(previous_items)}
+    known = [(new + 1, position[int(item)]) for new, item in enumerate(items)
+             if int(item) in position]
+    if known:
+        new_rows, old_rows = map(torch.tensor, zip(*known, strict=True))
+        rows[new_rows] = old[old_rows]
+    state["item_id.weight"] = rows
+    return state
 
 
 def train_model(
@@ -52,33 +94,47 @@ def train_model(
     train_cfg: TrainConfig,
     text: TextTable | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Fit on `split.train`; keep the weights of the epoch with the best validation NDCG@10."""
+    """Fit on `split.train`; keep the weights of the epoch with the best validation NDCG@10.
+    Batches group windows of similar length, so little of a batch is padding."""
     seed_everything(train_cfg.seed)
+    rank, world = init_distributed()
     dev = device()
     model = SeqRec(model_cfg, text).to(dev)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    net = DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr,
                             weight_decay=train_cfg.weight_decay)
     windows = training_windows(split.train, model_cfg.max_len)
-    rng = np.random.default_rng(train_cfg.seed)
+    lengths = np.array([len(w) for w in windows])
+    rng = np.random.default_rng(train_cfg.seed)  # the same batches in every process
     result = TrainResult(model=model, best_epoch=0)
     best_ndcg, best_state = -1.0, None
     for epoch in range(1, train_cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
-        losses = []
-        order = rng.permutation(len(windows))
-        for start in range(0, len(order), train_cfg.batch_size):
-            batch = pad_left([windows[i] for i in order[start : start + train_cfg.batch_size]],
+        totals = torch.zeros(2, dtype=torch.float64)  # summed loss, targets
+        batches = [b for b in length_batches(lengths, train_cfg.batch_size, rng) if len(b) >= world]
+        for ids in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False,
+                        disable=rank > 0 or not train_cfg.progress):
+            batch = pad_left([windows[i] for i in ids[rank::world]],
                              model_cfg.max_len + 1).to(dev)  # (B, T + 1)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                loss = model(batch[:, :-1], batch[:, 1:])
+                losses = net(batch[:, :-1], batch[:, 1:])  # (M,)
+            step = torch.stack([losses.sum().detach().double().cpu(),
+                                torch.tensor(len(losses), dtype=torch.float64)])
+            if world > 1:
+                dist.all_reduce(step)
+            # DDP averages gradients over processes: scale so they are those of the global mean
+            loss = losses.sum() * world / max(float(step[1]), 1.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
+            totals += step
         valid = evaluate(model_scorer(model, dev), split.valid_history, split.valid_target)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)),
+        row = {"epoch": epoch, "loss": float(totals[0] / totals[1].clamp(min=1)),
                "epoch_seconds": time.perf_counter() - started,
                **{f"valid_{k}": v for k, v in valid.items()}}
         result.history.append(row)

@@ -1,0 +1,86 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ddp_worker import curve, synthetic_split
+
+from training.model import ModelConfig, SeqRec, TextTable
+from training.train import TrainConfig, grown_state, train_model
+
+
+def test_ddp_on_two_cpu_processes_follows_the_single_process_curve(tmp_path, free_port):
+    out = tmp_path / "ddp.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_port", str(free_port), str(Path(__file__).with_name("ddp_worker.py")),
+                    str(out)], check=True, env=env, timeout=300)
+    ddp = json.loads(out.read_text())
+    alone = curve()
+    assert len(ddp) == len(alone) == 3 and alone[-1] < alone[0]  # it learns
+    np.testing.assert_allclose(ddp, alone, rtol=1e-4)
+
+
+def text_cfg(**overrides) -> ModelConfig:
+    return ModelConfig(**({"num_items": 30, "max_len": 8, "hidden": 16, "layers": 1,
+                           "heads": 2, "dropout": 0.0, "item_repr": "text", "text_dim": 12,
+                           "embedding_version": "v1"} | overrides))
+
+
+def test_text_model_scores_an_item_never_seen_in_training():
+    split = synthetic_split()
+    unseen = 31  # beyond every training sequence: it has only its text
+    vectors = torch.randn(31, 12, generator=torch.Generator().manual_seed(0))
+    vectors[unseen - 1] = vectors[4]  # the same text as item 5
+    cfg = text_cfg(num_items=31)
+    model = train_model(split, cfg, TrainConfig(epochs=2, batch_size=16, progress=False),
+                        TextTable(vectors, "v1")).model
+    assert not any(unseen in s for s in split.train)
+    scores = model.score_next(torch.tensor([[1, 2, 3]]))
+    assert torch.isfinite(scores[0, unseen])
+    torch.testing.assert_close(scores[0, unseen], scores[0, 5])
+
+
+@pytest.mark.parametrize("item_repr", ["id", "hybrid"])
+def test_warm_start_keeps_known_items_and_starts_new_ones_from_their_text(item_repr):
+    text_dim = 0 if item_repr == "id" else 12
+    old_cfg = text_cfg(item_repr=item_repr, text_dim=text_dim, num_items=3)
+    text = TextTable(torch.randn(3, 12), "v1") if text_dim else None
+    previous = SeqRec(old_cfg, text)
+    old_items = np.array([10, 20, 30])  # catalog ids of model ids 1..3
+    new_items = np.array([10, 15, 30, 40])  # 20 left the catalog; 15 and 40 are new
+    cfg = text_cfg(item_repr=item_repr, text_dim=text_dim, num_items=4)
+    state = grown_state(previous, old_items, cfg, new_items)
+    old = previous.item_id.weight.detach()
+    rows = state["item_id.weight"]
+    assert rows.shape == (5, 16)
+    torch.testing.assert_close(rows[[1, 3]], old[[1, 3]])  # items 10 and 30 keep their rows
+    if item_repr == "hybrid":
+        assert rows[[0, 2, 4]].abs().sum() == 0  # new items are their text alone
+    else:
+        assert rows[[2, 4]].abs().sum() > 0  # fresh random rows
+    new = SeqRec(cfg, TextTable(torch.randn(4, 12), "v1") if text_dim else None)
+    new.load_state_dict(state)  # strict
+    torch.testing.assert_close(new.blocks[0].attn.qkv.weight, previous.blocks[0].attn.qkv.weight)
+
+
+def test_warm_start_refuses_another_architecture():
+    previous = SeqRec(text_cfg(item_repr="id", text_dim=0))
+    with pytest.raises(ValueError, match="same model settings"):
+        grown_state(previous, np.arange(1, 31), text_cfg(item_repr="id", text_dim=0, hidden=32),
+                    np.arange(1, 31))
+
+
+def test_warm_started_training_begins_where_the_previous_model_was():
+    split = synthetic_split()
+    cfg = text_cfg(item_repr="id", text_dim=0)
+    fit = TrainConfig(epochs=1, batch_size=16, lr=1e-2, progress=False)
+    trained = train_model(split, cfg, TrainConfig(**{**vars(fit), "epochs": 30, "patience": 30}))
+    ids = np.arange(1, 31)
+    warm = train_model(split, cfg, fit, init_state=grown_state(trained.model, ids, cfg, ids))
+    cold = train_model(split, cfg, fit)
+    assert warm.history[0]["loss"] < cold.history[0]["loss"] - 0.5
