@@ -35,7 +35,13 @@ from llmseqrec.ingest import (
 )
 from llmseqrec.settings import EXPERIMENT, MODEL_NAME, Stores, default_state_dir
 from serving.recommender import Recommender, save_bundle
-from serving.registry import Promotion, champion_bundle, log_recommender, register_and_promote
+from serving.registry import (
+    CHAMPION,
+    Promotion,
+    log_recommender,
+    register_and_promote,
+    registered_bundle,
+)
 from training.curves import plot_curves
 from training.evaluate import evaluate_test, model_scorer, popularity_scorer
 from training.model import ModelConfig, TextTable
@@ -96,7 +102,7 @@ def champion_start(stores: Stores, cfg: ModelConfig, index: ItemIndex
     (new items start from their text); else None. Also says which it is."""
     mlflow.set_tracking_uri(stores.tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = champion_bundle(MODEL_NAME, Path(tmp))
+        bundle = registered_bundle(MODEL_NAME, CHAMPION, Path(tmp))
         if bundle is None:
             return None, "from scratch: no champion yet"
         previous = Recommender()

@@ -124,6 +124,39 @@ def replay(state_dir: StateDir = None, days: int = 14) -> None:
     typer.echo(f"dropped {dropped}" if dropped else "replay finished: every batch was dropped")
 
 
+@app.command()
+def evaluate(version: Annotated[str, typer.Argument(
+                 help="Model version number or alias")] = "champion",
+             state_dir: StateDir = None) -> None:
+    """Test metrics of a registered version on the store's current leave-one-out split (full
+    ranking, with and without seen items, head/tail/cold slices), beside popularity."""
+    import tempfile
+
+    import mlflow
+
+    from serving.recommender import Recommender
+    from serving.registry import registered_bundle
+    from training.evaluate import evaluate_test, model_scorer, popularity_scorer
+    from training.sequences import leave_one_out, popularity, user_sequences
+    from training.train import device
+
+    stores = _stores(state_dir)
+    mlflow.set_tracking_uri(stores.tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = registered_bundle(MODEL_NAME, version, Path(tmp))
+        if bundle is None:
+            typer.secho(f"error: no version {version!r} of {MODEL_NAME}", fg="red", err=True)
+            raise typer.Exit(1)
+        recommender = Recommender()
+        recommender.load(bundle)
+    split = leave_one_out(user_sequences(stores.store.read(), recommender.index))
+    counts = popularity(split.train, len(recommender.index))
+    metrics = evaluate_test(model_scorer(recommender.model, device()), split, counts)
+    baseline = evaluate_test(popularity_scorer(counts), split, counts)
+    typer.echo(json.dumps({"version": version, "users": len(split.test_target),
+                           "model": metrics, "popularity": baseline}, indent=2))
+
+
 def serve_command(stores: Stores, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict]:
     """`mlflow models serve` of the champion, and the environment it needs."""
     bin_dir = str(Path(sys.executable).parent)

@@ -11,7 +11,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from features.store import online_store, read_recent_items
-from serving.schema import Answer, Query, Recommendation
+from serving.schema import Answer, Query, Reason, Recommendation
 from training.model import ModelConfig, SeqRec, TextTable
 from training.sequences import ItemIndex
 
@@ -53,11 +53,11 @@ class Recommender(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: list[Query], params=None) -> list[Answer]:
         histories = self.histories(model_input)
-        return [self.answer(h, q.k) for h, q in zip(histories, model_input, strict=True)]
+        return [self.answer(q, h) for h, q in zip(histories, model_input, strict=True)]
 
-    def histories(self, queries: list[Query]) -> list[list[int]]:
+    def histories(self, queries: list[Query]) -> list[list[int] | None]:
         """Each query's history; a user's recent items come from the online feature store."""
-        users = [q.user_id for q in queries if q.history is None]
+        users = [q.user_id for q in queries if q.user_id is not None]
         if users and self.features is None:
             raise MlflowException.invalid_parameter_value(
                 "this model has no feature store: send a history instead of a user_id")
@@ -67,27 +67,72 @@ class Recommender(mlflow.pyfunc.PythonModel):
         if unknown:
             raise MlflowException.invalid_parameter_value(
                 f"unknown user_id(s) {unknown}: no recent items in the feature store")
-        return [q.history if q.history is not None else recent[q.user_id] for q in queries]
+        return [recent[q.user_id] if q.user_id is not None else q.history for q in queries]
 
-    def answer(self, history: list[int], k: int) -> Answer:
+    def answer(self, query: Query, history: list[int] | None) -> Answer:
+        """The top `query.k` items after `history`, or nearest to `query.similar`."""
+        if query.similar is not None:
+            return self.nearest(query.similar, query.k)
         model_ids = self.index.encode(history)
         unknown = [i for i, m in zip(history, model_ids, strict=True) if m == 0]
         known = model_ids[model_ids > 0]
+        seq = torch.from_numpy(known[-self.model.cfg.max_len :]).unsqueeze(0)  # (1, T)
         if len(known):
-            seq = torch.from_numpy(known[-self.model.cfg.max_len :]).unsqueeze(0)  # (1, T)
             scores, source = self.model.score_next(seq)[0], "model"  # (n,)
         else:
             scores, source = self.popularity.clone(), "popularity"
         scores[0] = float("-inf")
-        scores[torch.from_numpy(known)] = float("-inf")
-        k = min(k, int(torch.isfinite(scores).sum()))
-        top = torch.topk(scores, k)
+        if query.exclude_seen:
+            scores[torch.from_numpy(known)] = float("-inf")
+        top = self.top(scores, query.k)
+        because = (self.explain(seq, top.indices) if query.explain and source == "model"
+                   else [None] * len(top.indices))
+        return Answer(recommendations=self.recommendations(top, because), source=source,
+                      unknown_items=unknown)
+
+    def nearest(self, item_id: int, k: int) -> Answer:
+        """The items whose learned representations are closest (cosine) to `item_id`'s."""
+        [m] = self.index.encode([item_id])
+        if m == 0:
+            return Answer(recommendations=[], source="similar", unknown_items=[item_id])
+        with torch.no_grad():
+            items = torch.nn.functional.normalize(self.model.item_embeddings(), dim=1)  # (n, C)
+        scores = items @ items[m]  # (n,)
+        scores[[0, m]] = float("-inf")
+        top = self.top(scores, k)
+        return Answer(recommendations=self.recommendations(top, [None] * len(top.indices)),
+                      source="similar", unknown_items=[])
+
+    @torch.no_grad()
+    def explain(self, seq: torch.Tensor, targets: torch.Tensor) -> list[list[Reason]]:
+        """Occlusion: how much each history item adds to each target's score (the score minus
+        the score without that item), as shares of the positive additions, largest first."""
+        T = seq.shape[1]
+        if T == 1:
+            return [[Reason(item_id=int(self.index.decode(seq[0])[0]), weight=1.0)]
+                    for _ in targets]
+        keep = ~torch.eye(T, dtype=torch.bool)  # (T, T): row t leaves item t out
+        without = seq.expand(T, T)[keep].view(T, T - 1)  # (T, T - 1)
+        full = self.model.score_next(seq)[0, targets]  # (K,)
+        drop = (full - self.model.score_next(without)[:, targets]).clamp(min=0)  # (T, K)
+        history = self.index.decode(seq[0].numpy())
+        reasons = []
+        for column in drop.T.tolist():  # one target at a time
+            share: dict[int, float] = {}
+            for item, added in zip(history.tolist(), column, strict=True):
+                share[item] = share.get(item, 0.0) + added
+            total = sum(share.values()) or 1.0
+            reasons.append([Reason(item_id=i, weight=w / total)
+                            for i, w in sorted(share.items(), key=lambda x: -x[1])[:5] if w > 0])
+        return reasons
+
+    @staticmethod
+    def top(scores: torch.Tensor, k: int):
+        return torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
+
+    def recommendations(self, top, because: list) -> list[Recommendation]:
         items = self.index.decode(top.indices.numpy())
-        return Answer(
-            recommendations=[
-                Recommendation(item_id=int(i), title=self.titles[m - 1], score=float(s))
-                for i, m, s in zip(items, top.indices.tolist(), top.values.tolist(), strict=True)
-            ],
-            source=source,
-            unknown_items=unknown,
-        )
+        return [Recommendation(item_id=int(i), title=self.titles[m - 1], score=float(s),
+                               because=b)
+                for i, m, s, b in zip(items, top.indices.tolist(), top.values.tolist(), because,
+                                      strict=True)]

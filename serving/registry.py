@@ -36,13 +36,17 @@ def log_recommender(bundle: Path, feature_store_config: Path, example_history: l
     return info.model_uri
 
 
-def champion_bundle(name: str, dest: Path) -> Path | None:
-    """The champion's recommender bundle, downloaded into `dest`; None when there is none."""
+def registered_bundle(name: str, ref: str, dest: Path) -> Path | None:
+    """The recommender bundle of version `ref` (a number, or an alias such as 'champion'),
+    downloaded into `dest`; None when there is no such version."""
+    client = MlflowClient()
     try:
-        MlflowClient().get_model_version_by_alias(name, CHAMPION)
+        version = (client.get_model_version(name, ref) if ref.isdigit()
+                   else client.get_model_version_by_alias(name, ref))
     except MlflowException:
         return None
-    model_dir = mlflow.artifacts.download_artifacts(f"models:/{name}@{CHAMPION}", dst_path=dest)
+    model_dir = mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}",
+                                                    dst_path=dest)
     return Path(model_dir) / "artifacts" / "recommender.pt"
 
 

@@ -1,6 +1,7 @@
 """The whole job on a slice of the bundled data: a real Prefect flow run, GX, Feast and MLflow,
 then a real `mlflow models serve` process answering real HTTP requests."""
 
+import json
 import os
 import signal
 import subprocess
@@ -11,9 +12,10 @@ import pandas as pd
 import pytest
 import requests
 from mlflow import MlflowClient
+from typer.testing import CliRunner
 
 from flows.train_pipeline import train_pipeline
-from llmseqrec.cli import serve_command
+from llmseqrec.cli import app, serve_command
 from llmseqrec.settings import MODEL_NAME, Stores
 
 pytestmark = pytest.mark.e2e
@@ -93,6 +95,16 @@ def test_served_champion_answers_and_refuses_malformed_requests(pipeline_run, fr
         assert not set(ids) & set(history) and set(ids) <= catalog
         assert all(r["title"] for r in answer["recommendations"])
 
+        reply = requests.post(f"{url}/invocations", timeout=30, json={"inputs": [
+            {"history": history, "k": 3, "explain": True}, {"similar": history[0], "k": 4}]})
+        assert reply.status_code == 200, reply.text
+        explained, similar = reply.json()["predictions"]
+        for r in explained["recommendations"]:
+            assert {x["item_id"] for x in r["because"]} <= set(history)
+            assert sum(x["weight"] for x in r["because"]) == pytest.approx(1.0)
+        assert similar["source"] == "similar" and len(similar["recommendations"]) == 4
+        assert history[0] not in {r["item_id"] for r in similar["recommendations"]}
+
         user = int(stores.store.read()["user_id"].iloc[0])
         reply = requests.post(f"{url}/invocations",
                               json={"inputs": [{"user_id": user, "k": 3}]}, timeout=30)
@@ -105,9 +117,12 @@ def test_served_champion_answers_and_refuses_malformed_requests(pipeline_run, fr
 
         for bad, says in [({"inputs": [{"history": [1], "k": 0}]}, "greater than or equal to 1"),
                           ({"inputs": [{"user_id": 987654321}]}, "unknown user_id(s) [987654321]"),
-                          ({"inputs": [{"k": 3}]}, "either a history or a user_id"),
+                          ({"inputs": [{"k": 3}]}, "one of a history, a user_id or a similar"),
                           ({"inputs": [{"history": ["x"]}]}, "valid integer"),
                           ({"inputs": "junk"}, "Expected list"),
+                          ({"inputs": [{"history": list(range(100_000))}]}, "at most 10000"),
+                          ({"inputs": [{"history": [[1, [2]]]}]}, "valid integer"),
+                          ({"inputs": [{"similar": 1, "explain": "maybe"}]}, "valid boolean"),
                           ({"rows": []}, "inputs")]:
             reply = requests.post(f"{url}/invocations", json=bad, timeout=30)
             assert reply.status_code == 400, (bad, reply.status_code, reply.text)
@@ -119,6 +134,20 @@ def test_served_champion_answers_and_refuses_malformed_requests(pipeline_run, fr
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
+
+
+def test_evaluate_entry_reproduces_the_logged_test_numbers(pipeline_run):
+    stores, state, _ = pipeline_run
+    result = CliRunner().invoke(app, ["evaluate", "1", "--state-dir", str(stores.state_dir)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    logged = state.result()["metrics"]
+    for name in ("test_ndcg_at_10", "test_unfiltered_recall_at_50", "test_tail_users"):
+        assert report["model"][name] == pytest.approx(logged[name])
+    assert report["popularity"]["test_ndcg_at_10"] == pytest.approx(
+        logged["popularity_test_ndcg_at_10"])
+    missing = CliRunner().invoke(app, ["evaluate", "99", "--state-dir", str(stores.state_dir)])
+    assert missing.exit_code == 1 and "no version '99'" in missing.output
 
 
 def test_retraining_warm_starts_from_the_champion_with_new_items(pipeline_run, movielens_slice,

@@ -1,12 +1,13 @@
 import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from features.store import store_config
 from serving.recommender import Recommender, save_bundle
 from serving.registry import log_recommender, register_and_promote
-from serving.schema import Query
+from serving.schema import Answer, Query
 from training.model import ModelConfig, SeqRec
 from training.sequences import ItemIndex
 
@@ -20,24 +21,67 @@ def bundle(tmp_path):
     return path
 
 
+def ask(rec: Recommender, **query) -> Answer:
+    [answer] = rec.predict(None, [Query(**query)])
+    return answer
+
+
 def test_bundle_answers_without_the_history_and_falls_back_to_popularity(bundle):
     rec = Recommender()
     rec.load(bundle)
-    answer = rec.answer([101, 999, 103], k=10)
+    answer = ask(rec, history=[101, 999, 103], k=10)
     ids = [r.item_id for r in answer.recommendations]
     assert sorted(ids) == [102, 104, 105] and answer.source == "model"
     assert answer.unknown_items == [999]
-    cold = rec.answer([999], k=2)
+    assert all(r.because is None for r in answer.recommendations)
+    cold = ask(rec, history=[999], k=2)
     assert cold.source == "popularity" and [r.item_id for r in cold.recommendations] == [101, 102]
     assert [r.title for r in cold.recommendations] == ["A", "B"]
+    seen_too = ask(rec, history=[101, 103], k=5, exclude_seen=False)
+    assert sorted(r.item_id for r in seen_too.recommendations) == [101, 102, 103, 104, 105]
 
 
-def test_queries_name_a_history_or_a_user(bundle):
+def test_explanations_are_the_score_each_history_item_adds(bundle):
+    rec = Recommender()
+    rec.load(bundle)
+    answer = ask(rec, history=[101, 103, 104], k=2, explain=True)
+    for r in answer.recommendations:
+        assert {x.item_id for x in r.because} <= {101, 103, 104}
+        assert sum(x.weight for x in r.because) == pytest.approx(1.0)
+        assert [x.weight for x in r.because] == sorted((x.weight for x in r.because), reverse=True)
+    # by hand for the first recommendation: the score without each item, against the full one
+    target = int(rec.index.encode([answer.recommendations[0].item_id])[0])
+    history = [101, 103, 104]
+
+    def score(ids: list[int]) -> float:
+        return float(rec.model.score_next(torch.tensor([rec.index.encode(ids)]))[0, target])
+
+    added = {i: max(0.0, score(history) - score([j for j in history if j != i]))
+             for i in history}
+    expected = {i: a / sum(added.values()) for i, a in added.items() if a > 0}
+    got = {x.item_id: x.weight for x in answer.recommendations[0].because}
+    assert got == pytest.approx(expected)
+
+
+def test_similar_items_are_the_nearest_representations(bundle):
+    rec = Recommender()
+    rec.load(bundle)
+    answer = ask(rec, similar=103, k=3)
+    ids = [r.item_id for r in answer.recommendations]
+    assert answer.source == "similar" and len(ids) == 3 and 103 not in ids
+    items = torch.nn.functional.normalize(rec.model.item_embeddings().detach(), dim=1)
+    cosine = (items @ items[3])[1:]  # model ids 1..5 are items 101..105
+    cosine[2] = -2
+    assert ids == [101 + int(i) for i in cosine.argsort(descending=True)[:3]]
+    assert ask(rec, similar=999).unknown_items == [999]
+
+
+def test_queries_name_one_subject(bundle):
     from mlflow.exceptions import MlflowException
     from pydantic import ValidationError
 
-    for bad in ({}, {"history": [1], "user_id": 3}):
-        with pytest.raises(ValidationError, match="either a history or a user_id"):
+    for bad in ({}, {"history": [1], "user_id": 3}, {"similar": 1, "history": [2]}):
+        with pytest.raises(ValidationError, match="one of a history, a user_id or a similar"):
             Query(**bad)
     rec = Recommender()
     rec.load(bundle)

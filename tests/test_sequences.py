@@ -56,7 +56,9 @@ def test_length_batches_cover_every_sequence_once_with_little_padding():
     batches = length_batches(lengths, 10, np.random.default_rng(1), pool=20)
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(1000))
-    padded = sum(len(b) * lengths[b].max() for b in batches)
-    assert padded < 1.2 * lengths.sum()  # random batches of 10 would pad to about 1.7x
+    padded = [len(b) * lengths[b].max() for b in batches]
+    assert sum(padded) < 1.2 * lengths.sum()  # random batches of 10 would pad to about 1.7x
+    assert max(padded) <= 10 * lengths.mean()  # short sequences come in larger batches
+    assert max(len(b) for b in batches) > 3 * min(len(b) for b in batches)
     again = length_batches(lengths, 10, np.random.default_rng(2), pool=20)
     assert [b.tolist() for b in again] != [b.tolist() for b in batches]  # reshuffled

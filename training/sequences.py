@@ -90,13 +90,20 @@ def popularity(train: list[np.ndarray], num_items: int) -> np.ndarray:
 
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
                    pool: int = 50) -> list[np.ndarray]:
-    """Shuffled batches of indices whose sequences have similar lengths: shuffle, sort each
-    pool of `pool` batches by length, cut it into batches, shuffle the batches."""
+    """Shuffled batches of indices whose sequences have similar lengths, each about as large as
+    `batch_size` sequences of the mean length once padded, so that every batch holds about the
+    same number of targets (a target weighs the same in a short batch as in a long one):
+    shuffle, sort each pool of `pool` batches by length, cut it, shuffle the batches."""
     order = rng.permutation(len(lengths))
-    size = batch_size * pool
+    budget = batch_size * float(lengths.mean())  # padded items per batch
     batches = []
-    for start in range(0, len(order), size):
-        chunk = order[start : start + size]
+    for start in range(0, len(order), batch_size * pool):
+        chunk = order[start : start + batch_size * pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        # sorted ascending, a batch from i to j - 1 pads to lengths[chunk[j - 1]] items each
+        first = 0
+        for i in range(1, len(chunk) + 1):
+            if i == len(chunk) or i > first and (i + 1 - first) * lengths[chunk[i]] > budget:
+                batches.append(chunk[first:i])
+                first = i
     return [batches[i] for i in rng.permutation(len(batches))]

@@ -1,0 +1,35 @@
+"""Merge the results of benchmark runs made in parallel (one seed per process) into one file
+with the mean and spread over seeds:
+
+    .venv/bin/python bench/merge_quality.py bench/results/quality-beauty-id-ce-seed{1,2,3}.json \\
+        --out bench/results/quality-beauty-id-ce.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from quality import summarize
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("parts", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    parts = [json.loads(p.read_text()) for p in args.parts]
+    runs = [parts[0]["runs"][0]]  # the popularity baseline: the same in every part
+    runs += [run for part in parts for run in part["runs"][1:]]
+    merged = {**parts[0], "date": max(p["date"] for p in parts),
+              "seconds": max(p["seconds"] for p in parts),
+              "settings": {**parts[0]["settings"], "seeds": [r["seed"] for r in runs[1:]]},
+              "parts": [p.name for p in args.parts],
+              "summary": summarize(runs[1:]), "runs": runs}
+    args.out.write_text(json.dumps(merged, indent=2) + "\n")
+    print(json.dumps(merged["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
