@@ -1,5 +1,6 @@
 """The whole job as one Prefect flow: ingest (validate, store, quarantine), embed, publish
-features, train on the store, evaluate, register in MLflow, promote when better."""
+features, train on the store (warm-started from the champion), evaluate beside the champion
+and popularity, register a challenger in MLflow, promote it when it passes the gate."""
 
 from __future__ import annotations
 
@@ -34,16 +35,24 @@ from llmseqrec.ingest import (
     ingest_catalog,
 )
 from llmseqrec.settings import EXPERIMENT, MODEL_NAME, Stores, default_state_dir
+from serving.gate import GATED, Gate, decide, p95_latency_ms
 from serving.recommender import Recommender, save_bundle
 from serving.registry import (
+    CHALLENGER,
     CHAMPION,
     Promotion,
     log_recommender,
-    register_and_promote,
+    promote,
+    register_challenger,
     registered_bundle,
 )
 from training.curves import plot_curves
-from training.evaluate import evaluate_test, model_scorer, popularity_scorer
+from training.evaluate import (
+    evaluate_test,
+    model_scorer,
+    popularity_scorer,
+    remapped_scorer,
+)
 from training.model import ModelConfig, TextTable
 from training.sequences import ItemIndex, Split, leave_one_out, popularity, user_sequences
 from training.train import TrainConfig, TrainResult, device, grown_state, train_model
@@ -96,28 +105,36 @@ def publish(stores: Stores, items: pd.DataFrame, embedded: ItemEmbeddings,
     publish_item_embeddings(stores.state_dir, items, embedded.vectors, embedded.version, now)
 
 
-def champion_start(stores: Stores, cfg: ModelConfig, index: ItemIndex
-                   ) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """The champion's weights grown to the current catalog, when its settings are the same
-    (new items start from their text); else None. Also says which it is."""
+@task(cache_policy=NO_CACHE)
+def load_champion(stores: Stores) -> Recommender | None:
+    """The current champion, to start from and to compare with; None before the first."""
     mlflow.set_tracking_uri(stores.tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = registered_bundle(MODEL_NAME, CHAMPION, Path(tmp))
         if bundle is None:
-            return None, "from scratch: no champion yet"
-        previous = Recommender()
-        previous.load(bundle)
+            return None
+        champion = Recommender()
+        champion.load(bundle)
+        return champion
+
+
+def champion_start(champion: Recommender | None, cfg: ModelConfig, index: ItemIndex
+                   ) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The champion's weights grown to the current catalog, when its settings are the same
+    (new items start from their text); else None. Also says which it is."""
+    if champion is None:
+        return None, "from scratch: no champion yet"
     try:
-        state = grown_state(previous.model, previous.index.item_ids, cfg, index.item_ids)
+        state = grown_state(champion.model, champion.index.item_ids, cfg, index.item_ids)
     except ValueError as e:
         return None, f"from scratch: the champion differs ({e})"
-    new = len(set(index.item_ids.tolist()) - set(previous.index.item_ids.tolist()))
+    new = len(set(index.item_ids.tolist()) - set(champion.index.item_ids.tolist()))
     return state, f"warm start from the champion ({new} new items)"
 
 
 @task(cache_policy=NO_CACHE)
 def train(stores: Stores, items: pd.DataFrame, model_cfg: dict, train_cfg: TrainConfig,
-          now: datetime, warm_start: bool) -> Trained:
+          now: datetime, champion: Recommender | None) -> Trained:
     """Train on every interaction in the store: only validated rows ever get there."""
     log = get_run_logger()
     index = ItemIndex.from_items(items["item_id"])
@@ -130,7 +147,7 @@ def train(stores: Stores, items: pd.DataFrame, model_cfg: dict, train_cfg: Train
         version = cfg.embedding_version
         vectors = read_item_embeddings(stores.state_dir, index.item_ids, now, version)
         text = TextTable(torch.from_numpy(vectors), version)
-    init, start = champion_start(stores, cfg, index) if warm_start else (None, "from scratch")
+    init, start = champion_start(champion, cfg, index)
     log.info("training %s", start)
     result = train_model(split, cfg, train_cfg, text, init_state=init,
                          on_epoch=lambda r: log.info("epoch %(epoch)d loss %(loss).4f "
@@ -139,24 +156,27 @@ def train(stores: Stores, items: pd.DataFrame, model_cfg: dict, train_cfg: Train
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate(trained: Trained) -> dict[str, float]:
-    """Test metrics of the kept checkpoint and, on the same split, of the popularity baseline."""
-    metrics = evaluate_test(model_scorer(trained.result.model, device()), trained.split,
-                            trained.popularity)
-    metrics |= {f"popularity_{k}": v for k, v in evaluate_test(
-        popularity_scorer(trained.popularity), trained.split, trained.popularity).items()
-        if not k.endswith("_users")}
-    metrics["valid_ndcg_at_10"] = trained.result.history[trained.result.best_epoch - 1][
-        "valid_ndcg_at_10"]
-    get_run_logger().info("test ndcg@10: model %.4f, popularity %.4f",
-                          metrics["test_ndcg_at_10"], metrics["popularity_test_ndcg_at_10"])
-    return metrics
+def evaluate(trained: Trained, champion: Recommender | None) -> dict[str, dict[str, float]]:
+    """Test metrics of the kept checkpoint and, on the same split, of the champion and of the
+    popularity baseline: {"model": ..., "champion": ... (when there is one), "popularity": ...}."""
+    split, counts = trained.split, trained.popularity
+    out = {"model": evaluate_test(model_scorer(trained.result.model, device()), split, counts),
+           "popularity": evaluate_test(popularity_scorer(counts), split, counts)}
+    if champion is not None:
+        out["champion"] = evaluate_test(remapped_scorer(
+            champion.model, champion.index.item_ids, trained.index.item_ids, device()),
+            split, counts)
+    get_run_logger().info("test ndcg@10: %s", ", ".join(
+        f"{name} {m['test_ndcg_at_10']:.4f}" for name, m in out.items()))
+    return out
 
 
 @task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained: Trained,
-             metrics: dict[str, float], params: dict, version: str) -> Promotion:
-    """One MLflow run: parameters, data counts, curves, metrics, the model; then promotion."""
+             evaluated: dict[str, dict[str, float]], params: dict, version: str
+             ) -> tuple[str, str]:
+    """One MLflow run (parameters, data counts, curves, metrics, the model) and a new version
+    aliased `challenger`: (version, run id)."""
     mlflow.set_tracking_uri(stores.tracking_uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         mlflow.create_experiment(EXPERIMENT, artifact_location=stores.artifact_location)
@@ -174,7 +194,10 @@ def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained
                                 "ingest_rows_quarantined": ingested.rows_quarantined})
         for row in trained.result.history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        mlflow.log_metrics(metrics)
+        metrics = evaluated["model"] | {"valid_ndcg_at_10": trained.result.history[
+            trained.result.best_epoch - 1]["valid_ndcg_at_10"]}
+        mlflow.log_metrics(metrics | {f"{name}_{k}": v for name in ("champion", "popularity")
+                                      for k, v in evaluated.get(name, {}).items()})
         mlflow.log_figure(plot_curves(trained.result.history, trained.result.best_epoch),
                           "training_curves.png")
         mlflow.set_tag("embedding_version", version)
@@ -185,16 +208,36 @@ def register(stores: Stores, items: pd.DataFrame, ingested: BatchReport, trained
         config = Path(tmp) / "feature_store.yaml"
         config.write_text(store_config(stores.state_dir))
         model_uri = log_recommender(bundle, config, example)
-        promotion = register_and_promote(model_uri, MODEL_NAME, "test_ndcg_at_10",
-                                         metrics["test_ndcg_at_10"])
-        service = register_model_features(stores.state_dir, MODEL_NAME, promotion.version,
-                                          version)
-        mlflow.set_tags({"registered_version": promotion.version,
-                         "promotion": promotion.reason, "feature_service": service})
-        MlflowClient().set_model_version_tag(MODEL_NAME, promotion.version, "feature_service",
-                                             service)
-    get_run_logger().info("run %s registered %s version %s: %s", run.info.run_id, MODEL_NAME,
-                          promotion.version, promotion.reason)
+        registered = register_challenger(model_uri, MODEL_NAME)
+        service = register_model_features(stores.state_dir, MODEL_NAME, registered, version)
+        MlflowClient().set_model_version_tag(MODEL_NAME, registered, "feature_service", service)
+        mlflow.set_tags({"registered_version": registered, "feature_service": service})
+    get_run_logger().info("run %s registered %s version %s as %s", run.info.run_id, MODEL_NAME,
+                          registered, CHALLENGER)
+    return registered, run.info.run_id
+
+
+@task(cache_policy=NO_CACHE)
+def promote_if_better(stores: Stores, trained: Trained, evaluated: dict[str, dict[str, float]],
+                      registered: str, run_id: str, gate: Gate) -> Promotion:
+    """Time the registered challenger; the gate decides whether it becomes the champion. The
+    decision and its numbers go on the model version and on the run."""
+    mlflow.set_tracking_uri(stores.tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        challenger = Recommender()
+        challenger.load(registered_bundle(MODEL_NAME, registered, Path(tmp)))
+    histories = [trained.index.decode(h[-50:]).tolist()
+                 for h in trained.split.test_history[:200] if len(h)]
+    p95 = p95_latency_ms(challenger, histories)
+    metrics, champion = evaluated["model"], evaluated.get("champion")
+    promoted, reason = decide(gate, metrics, champion, p95)
+    numbers = {"p95_ms": p95, **{k: metrics[k] for k in GATED if k in metrics},
+               **{f"champion_{k}": champion[k] for k in GATED if champion and k in champion}}
+    promotion = promote(MODEL_NAME, registered, promoted, reason, numbers)
+    client = MlflowClient()
+    client.log_metric(run_id, "p95_ms", p95)
+    client.set_tag(run_id, "promotion", reason)
+    get_run_logger().info("version %s: %s", registered, reason)
     return promotion
 
 
@@ -218,9 +261,13 @@ def train_pipeline(
     lr: float = 3e-3,
     seed: int = 42,
     warm_start: bool = True,
+    margin: float = 0.01,
+    slice_tolerance: float = 0.05,
+    p95_ms: float = 50.0,
 ) -> dict:
     """Validate the MovieLens-format data in `data_dir`, embed and publish item features,
-    train, evaluate against popularity, register in MLflow and promote when better."""
+    train, evaluate against the champion and popularity, register a challenger and promote it
+    when it passes the gate (`margin`, `slice_tolerance`, `p95_ms`)."""
     stores = Stores(Path(state_dir) if state_dir else default_state_dir())
     now = datetime.now(UTC)
     raw = load(Path(data_dir))
@@ -236,12 +283,17 @@ def train_pipeline(
                  "embedding_version": version if item_repr != "id" else ""}
     train_cfg = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                             seed=seed)
-    trained = train(stores, items, model_cfg, train_cfg, now, warm_start)
+    champion = load_champion(stores)
+    trained = train(stores, items, model_cfg, train_cfg, now, champion if warm_start else None)
     params = {"data_dir": str(data_dir), "encoder": encoder or "bundled all-MiniLM-L6-v2",
               "pooling": pooling, "items_encoded": embedded.encoded, **model_cfg,
               **asdict(train_cfg)}
-    metrics = evaluate(trained)
-    promotion = register(stores, items, ingested, trained, metrics, params, version)
-    return {"metrics": metrics, "version": promotion.version,
+    evaluated = evaluate(trained, champion)
+    registered, run_id = register(stores, items, ingested, trained, evaluated, params, version)
+    promotion = promote_if_better(stores, trained, evaluated, registered, run_id,
+                                  Gate(margin=margin, slice_tolerance=slice_tolerance,
+                                       p95_ms=p95_ms))
+    return {"metrics": evaluated["model"], "champion_metrics": evaluated.get("champion"),
+            "popularity_metrics": evaluated["popularity"], "version": promotion.version,
             "promoted": promotion.promoted, "reason": promotion.reason,
             "state_dir": str(stores.state_dir)}

@@ -77,10 +77,11 @@ def run(
     except (DatasetError, BatchRejected, EmbeddingVersionError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
-    m = summary["metrics"]
     typer.echo(json.dumps(summary, indent=2))
-    typer.echo(f"\ntest NDCG@10: model {m['test_ndcg_at_10']:.4f}, "
-               f"popularity {m['popularity_test_ndcg_at_10']:.4f}")
+    typer.echo("\ntest NDCG@10: " + ", ".join(
+        f"{name} {summary[key]['test_ndcg_at_10']:.4f}"
+        for name, key in (("model", "metrics"), ("champion", "champion_metrics"),
+                          ("popularity", "popularity_metrics")) if summary[key]))
     typer.echo(f"version {summary['version']}: "
                f"{'champion' if summary['promoted'] else 'not promoted'} ({summary['reason']})")
     typer.echo(f"""
@@ -155,6 +156,23 @@ def evaluate(version: Annotated[str, typer.Argument(
     baseline = evaluate_test(popularity_scorer(counts), split, counts)
     typer.echo(json.dumps({"version": version, "users": len(split.test_target),
                            "model": metrics, "popularity": baseline}, indent=2))
+
+
+@app.command()
+def rollback(state_dir: StateDir = None) -> None:
+    """Give the alias `champion` back to the version the current champion replaced."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from serving.registry import rollback as roll_back
+
+    mlflow.set_tracking_uri(_stores(state_dir).tracking_uri)
+    try:
+        current, previous = roll_back(MODEL_NAME)
+    except (ValueError, MlflowException) as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"champion: version {current} -> version {previous}")
 
 
 def serve_command(stores: Stores, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict]:

@@ -16,6 +16,7 @@ PACKAGE_ROOT = MODEL_CODE.parents[1]
 CHAMPION = "champion"
 
 
+CHALLENGER = "challenger"
 @dataclass(frozen=True)
 class Promotion:
     version: str
@@ -50,24 +51,41 @@ def registered_bundle(name: str, ref: str, dest: Path) -> Path | None:
     return Path(model_dir) / "artifacts" / "recommender.pt"
 
 
-def register_and_promote(model_uri: str, name: str, metric: str, value: float) -> Promotion:
-    """Register a new version; make it champion when there is none or `value` beats the
-    champion's `metric` (higher is better). The decision is tagged on the version."""
-    client = MlflowClient()
+def register_challenger(model_uri: str, name: str) -> str:
+    """A new version of `name`, given the alias `challenger`; its number."""
     version = str(mlflow.register_model(model_uri, name).version)
+    MlflowClient().set_registered_model_alias(name, CHALLENGER, version)
+    return version
+
+
+def promote(name: str, version: str, promoted: bool, reason: str,
+            numbers: dict[str, float]) -> Promotion:
+    """Record the decision and its numbers on the version; then, as the very last step (one
+    call: a failure before it leaves the aliases as they were), make it the champion."""
+    client = MlflowClient()
     try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
+        previous = client.get_model_version_by_alias(name, CHAMPION).version
     except MlflowException:
-        champion = None
-    if champion is None:
-        promoted, reason = True, "no champion yet"
-    else:
-        best = client.get_run(champion.run_id).data.metrics.get(metric, float("-inf"))
-        promoted = value > best
-        reason = (f"{metric} {value:.4f} {'>' if promoted else '<='} "
-                  f"{best:.4f} of champion version {champion.version}")
-    client.set_model_version_tag(name, version, "promotion", "promoted" if promoted else "refused")
-    client.set_model_version_tag(name, version, "promotion_reason", reason)
+        previous = None
+    tags = {"promotion": "promoted" if promoted else "refused", "promotion_reason": reason,
+            **{f"gate_{k}": f"{v:.6g}" for k, v in numbers.items()}}
+    if promoted and previous is not None:
+        tags["previous_champion"] = str(previous)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     return Promotion(version=version, promoted=promoted, reason=reason)
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Give the alias `champion` back to the version the current champion replaced:
+    (from version, to version)."""
+    client = MlflowClient()
+    current = client.get_model_version_by_alias(name, CHAMPION)
+    previous = current.tags.get("previous_champion")
+    if previous is None:
+        raise ValueError(f"version {current.version} replaced no champion: nothing to roll back to")
+    client.set_model_version_tag(name, current.version, "promotion", "rolled back")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    return str(current.version), previous

@@ -63,3 +63,17 @@ def test_test_metrics_per_slice_are_those_of_its_users():
     assert metrics["test_cold_mrr"] == pytest.approx(1 / 9)
     assert metrics["test_unfiltered_head_recall_at_1"] == 0.0  # unfiltered: item 1 comes first
     assert metrics["test_recall_at_1"] == pytest.approx(1 / 3)
+
+
+def test_a_model_of_another_catalog_is_scored_on_ours():
+    from training.evaluate import remapped_scorer
+    from training.model import ModelConfig, SeqRec
+
+    torch.manual_seed(0)
+    old = SeqRec(ModelConfig(num_items=3, max_len=4, hidden=8, layers=1, item_repr="id")).eval()
+    old_items = np.array([10, 20, 30])  # its ids 1..3
+    ours = np.array([10, 15, 30])  # 20 left, 15 is new: our ids 1..3
+    scores = remapped_scorer(old, old_items, ours, torch.device("cpu"))([np.array([1, 3])])
+    direct = old.score_next(torch.tensor([[1, 3]]))  # the same history in its own ids
+    torch.testing.assert_close(scores[0, [1, 3]], direct[0, [1, 3]])
+    assert torch.isinf(scores[0, [0, 2]]).all()  # padding, and 15 it never saw

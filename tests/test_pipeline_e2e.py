@@ -36,7 +36,8 @@ def pipeline_run(movielens_slice, tmp_path_factory, prefect_harness):
     pd.concat([ratings, pd.DataFrame(BAD_ROWS)]).to_csv(data_dir / "ratings.csv", index=False)
     stores = Stores(tmp_path_factory.mktemp("state"))
     state = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, hidden=16, layers=1,
-                           max_len=20, epochs=2, return_state=True)
+                           max_len=20, epochs=2, p95_ms=2000.0,  # a loaded test machine
+                           return_state=True)
     return stores, state, len(ratings) + len(BAD_ROWS)
 
 
@@ -44,7 +45,7 @@ def test_flow_run_registers_a_champion(pipeline_run):
     stores, state, rows_in = pipeline_run
     assert state.is_completed()
     summary = state.result()
-    assert summary["promoted"] and summary["reason"] == "no champion yet"
+    assert summary["promoted"] and summary["reason"].startswith("no champion yet; p95 ")
     mlflow.set_tracking_uri(stores.tracking_uri)
     client = MlflowClient()
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
@@ -145,7 +146,7 @@ def test_evaluate_entry_reproduces_the_logged_test_numbers(pipeline_run):
     for name in ("test_ndcg_at_10", "test_unfiltered_recall_at_50", "test_tail_users"):
         assert report["model"][name] == pytest.approx(logged[name])
     assert report["popularity"]["test_ndcg_at_10"] == pytest.approx(
-        logged["popularity_test_ndcg_at_10"])
+        state.result()["popularity_metrics"]["test_ndcg_at_10"])
     missing = CliRunner().invoke(app, ["evaluate", "99", "--state-dir", str(stores.state_dir)])
     assert missing.exit_code == 1 and "no version '99'" in missing.output
 
@@ -165,7 +166,7 @@ def test_retraining_warm_starts_from_the_champion_with_new_items(pipeline_run, m
                                            (2, movies["movieId"].iloc[0])], 1)]
     pd.DataFrame(ratings).to_csv(data_dir / "ratings.csv", index=False)
     summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, hidden=16, layers=1,
-                             max_len=20, epochs=2)
+                             max_len=20, epochs=2, p95_ms=2000.0)
     mlflow.set_tracking_uri(stores.tracking_uri)
     client = MlflowClient()
     run_id = client.get_model_version(MODEL_NAME, summary["version"]).run_id
@@ -174,3 +175,15 @@ def test_retraining_warm_starts_from_the_champion_with_new_items(pipeline_run, m
     assert "training_curves.png" in {a.path for a in client.list_artifacts(run_id)}
     assert {"test_unfiltered_ndcg_at_10", "test_tail_users", "test_cold_users"} <= set(
         summary["metrics"])
+    # the gate scored the champion on the same split, and recorded its decision on the version
+    tags = client.get_model_version(MODEL_NAME, summary["version"]).tags
+    assert summary["champion_metrics"]["test_ndcg_at_10"] >= 0
+    assert "vs champion" in tags["promotion_reason"] and "gate_p95_ms" in tags
+    assert client.get_model_version_by_alias(MODEL_NAME, "challenger").version == \
+        int(summary["version"])
+    rolled = CliRunner().invoke(app, ["rollback", "--state-dir", str(stores.state_dir)])
+    if summary["promoted"]:
+        assert rolled.exit_code == 0 and "version 2 -> version 1" in rolled.output
+    else:
+        assert rolled.exit_code == 1 and "nothing to roll back to" in rolled.output
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == 1

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -5,8 +7,15 @@ import torch
 from mlflow import MlflowClient
 
 from features.store import store_config
+from serving.gate import Gate, decide
 from serving.recommender import Recommender, save_bundle
-from serving.registry import log_recommender, register_and_promote
+from serving.registry import (
+    Promotion,
+    log_recommender,
+    promote,
+    register_challenger,
+    rollback,
+)
 from serving.schema import Answer, Query
 from training.model import ModelConfig, SeqRec
 from training.sequences import ItemIndex
@@ -89,23 +98,73 @@ def test_queries_name_one_subject(bundle):
         rec.predict(None, [Query(user_id=3)])
 
 
-def test_champion_only_changes_for_a_better_model(tmp_path, bundle):
+def metrics(ndcg: float, tail: float = 0.02, cold: float = 0.01) -> dict[str, float]:
+    return {"test_ndcg_at_10": ndcg, "test_tail_ndcg_at_10": tail, "test_cold_ndcg_at_10": cold}
+
+
+def test_gate_wants_a_better_model_no_worse_on_tail_and_cold_and_fast_enough():
+    gate = Gate(margin=0.05, slice_tolerance=0.1, p95_ms=20)
+    champion = metrics(0.100)
+    assert decide(gate, metrics(0.110), champion, p95_ms=5)[0]
+    promoted, reason = decide(gate, metrics(0.104), champion, p95_ms=5)  # under the margin
+    assert not promoted and reason.startswith("refused: test_ndcg_at_10 0.1040 vs champion")
+    promoted, reason = decide(gate, metrics(0.120, tail=0.017), champion, p95_ms=5)
+    assert not promoted and "test_tail_ndcg_at_10 0.0170 vs champion 0.0200" in reason
+    assert decide(gate, metrics(0.120, tail=0.0185), champion, p95_ms=5)[0]  # within 10%
+    promoted, reason = decide(gate, metrics(0.120), champion, p95_ms=25)
+    assert not promoted and "p95 25.0 ms vs budget 20.0 ms" in reason
+    promoted, reason = decide(gate, metrics(0.001), None, p95_ms=5)
+    assert promoted and reason.startswith("no champion yet")
+
+
+def register(bundle: Path, config: Path, ndcg: float, champion: dict | None,
+             tail: float = 0.02) -> Promotion:
+    with mlflow.start_run():
+        version = register_challenger(log_recommender(bundle, config, [101, 102]), "rec")
+        promoted, reason = decide(Gate(), metrics(ndcg, tail), champion, p95_ms=1.0)
+        return promote("rec", version, promoted, reason, metrics(ndcg, tail))
+
+
+def aliases(client: MlflowClient) -> dict[str, str]:
+    return {a: str(client.get_model_version_by_alias("rec", a).version)
+            for a in ("champion", "challenger")}
+
+
+def test_champion_changes_only_for_a_better_model_and_rolls_back(tmp_path, bundle, monkeypatch):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(
         "promotion", artifact_location=(tmp_path / "artifacts").as_uri()))
     config = tmp_path / "feature_store.yaml"
     config.write_text(store_config(tmp_path / "state"))
-    decisions = []
-    for ndcg in (0.10, 0.05, 0.20):
-        with mlflow.start_run():
-            mlflow.log_metric("test_ndcg_at_10", ndcg)
-            uri = log_recommender(bundle, config, [101, 102])
-            decisions.append(register_and_promote(uri, "rec", "test_ndcg_at_10", ndcg))
-    assert [d.promoted for d in decisions] == [True, False, True]
-    assert "0.0500 <= 0.1000 of champion version 1" in decisions[1].reason
     client = MlflowClient()
-    assert str(client.get_model_version_by_alias("rec", "champion").version) == "3"
+    first = register(bundle, config, 0.10, None)
+    worse = register(bundle, config, 0.05, metrics(0.10))
+    tail_loss = register(bundle, config, 0.20, metrics(0.10), tail=0.001)
+    assert [first.promoted, worse.promoted, tail_loss.promoted] == [True, False, False]
+    assert aliases(client) == {"champion": "1", "challenger": "3"}
     assert client.get_model_version("rec", "2").tags["promotion"] == "refused"
+    assert client.get_model_version("rec", "3").tags["gate_test_tail_ndcg_at_10"] == "0.001"
+
+    # a promotion that fails midway (the registry goes away) leaves the champion as it was
+    with monkeypatch.context() as m:
+        m.setattr(MlflowClient, "set_model_version_tag", fail)
+        with pytest.raises(ConnectionError):
+            register(bundle, config, 0.30, metrics(0.10))
+    assert aliases(client) == {"champion": "1", "challenger": "4"}
+
+    better = register(bundle, config, 0.30, metrics(0.10))
+    assert better.promoted and aliases(client)["champion"] == better.version == "5"
+    assert client.get_model_version("rec", "5").tags["previous_champion"] == "1"
     served = mlflow.pyfunc.load_model("models:/rec@champion")
     [answer] = served.predict([{"history": [101, 102], "k": 2}])
     assert len(answer.recommendations) == 2
+
+    assert rollback("rec") == ("5", "1")
+    assert aliases(client)["champion"] == "1"
+    assert client.get_model_version("rec", "5").tags["promotion"] == "rolled back"
+    with pytest.raises(ValueError, match="nothing to roll back to"):
+        rollback("rec")
+
+
+def fail(*args, **kwargs):
+    raise ConnectionError("tracking server unreachable")

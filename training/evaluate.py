@@ -9,7 +9,7 @@ import torch
 
 from training.metrics import mrr, ndcg_at_k, recall_at_k, target_ranks
 from training.model import SeqRec
-from training.sequences import Split, pad_left
+from training.sequences import ItemIndex, Split, pad_left
 
 Scorer = Callable[[list[np.ndarray]], torch.Tensor]  # histories -> (B, num_items + 1) scores
 
@@ -46,6 +46,22 @@ def model_scorer(model: SeqRec, device: torch.device) -> Scorer:
     def score(histories: list[np.ndarray]) -> torch.Tensor:
         model.eval()
         return model.score_next(pad_left(histories, model.cfg.max_len).to(device))
+    return score
+
+
+def remapped_scorer(model: SeqRec, model_items: np.ndarray, items: np.ndarray,
+                    device: torch.device) -> Scorer:
+    """A model trained on another catalog (`model_items`: the catalog id of each of its ids),
+    scoring over the ids of `items`: histories are translated to its ids, and the items it does
+    not know score -inf. Two versions are so compared on one evaluation set."""
+    own = np.concatenate([[0], ItemIndex(model_items).encode(items)])  # (n,) its id of ours
+
+    def score(histories: list[np.ndarray]) -> torch.Tensor:
+        translated = [own[h][own[h] > 0] for h in histories]
+        scores = model.score_next(pad_left(translated, model.cfg.max_len).to(device)).cpu()
+        out = scores[:, torch.from_numpy(own)]  # (B, n)
+        out[:, torch.from_numpy(own == 0)] = float("-inf")
+        return out
     return score
 
 
