@@ -55,6 +55,10 @@ def run(
     loss: Annotated[str, typer.Option(help="ce (full softmax) or sampled (softmax over "
                                            "--negatives uniform negatives)")] = "ce",
     negatives: int = 256,
+    margin: Annotated[float, typer.Option(help="Relative NDCG@10 gain a challenger needs "
+                                               "over the champion")] = 0.01,
+    p95_ms: Annotated[float, typer.Option(help="Latency budget of one in-process query "
+                                               "(p95, on an otherwise idle machine)")] = 50.0,
     epochs: int = 100,
     max_len: int = 50,
     hidden: int = 64,
@@ -72,7 +76,8 @@ def run(
     try:
         summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
                                  pooling=pooling, prompt=prompt, item_repr=item_repr,
-                                 loss=loss, negatives=negatives, epochs=epochs,
+                                 loss=loss, negatives=negatives, margin=margin,
+                                 p95_ms=p95_ms, epochs=epochs,
                                  max_len=max_len, hidden=hidden, lr=lr, seed=seed)
     except (DatasetError, BatchRejected, EmbeddingVersionError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)

@@ -23,8 +23,12 @@ class Gate:
     p95_ms: float = 50.0  # latency budget: one query, in-process predict
 
 
-def p95_latency_ms(recommender: Recommender, histories: list[list[int]], k: int = 10) -> float:
-    """95th percentile of the in-process predict time of one query, over `histories`."""
+def p95_latency_ms(recommender: Recommender, histories: list[list[int]], k: int = 10,
+                   warmup: int = 10) -> float:
+    """95th percentile of the in-process predict time of one query, over `histories` (the
+    first `warmup` queries are run first and not counted)."""
+    for history in histories[:warmup]:
+        recommender.predict(None, [Query(history=history, k=k)])
     times = []
     for history in histories:
         started = time.perf_counter()
