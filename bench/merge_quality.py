@@ -1,5 +1,5 @@
-"""Merge the results of benchmark runs made in parallel (one seed per process) into one file
-with the mean and spread over seeds:
+"""Merge the results of benchmark runs made in parallel (one seed or one model per process)
+into one file with the mean and spread over seeds; each part's settings are kept:
 
     .venv/bin/python bench/merge_quality.py bench/results/quality-beauty-id-ce-seed{1,2,3}.json \\
         --out bench/results/quality-beauty-id-ce.json
@@ -25,7 +25,8 @@ def main() -> None:
     merged = {**parts[0], "date": max(p["date"] for p in parts),
               "seconds": max(p["seconds"] for p in parts),
               "settings": {**parts[0]["settings"], "seeds": [r["seed"] for r in runs[1:]]},
-              "parts": [p.name for p in args.parts],
+              "parts": [{"file": path.name, "settings": p["settings"]}
+                        for path, p in zip(args.parts, parts, strict=True)],
               "summary": summarize(runs[1:]), "runs": runs}
     args.out.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps(merged["summary"], indent=2))

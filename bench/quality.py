@@ -107,11 +107,18 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=1)
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--max-len", type=int, default=50)
+    parser.add_argument("--whiten-text", action="store_true",
+                        help="PCA-whiten the LLM embeddings")
+    parser.add_argument("--id-dropout", type=float, default=0.0,
+                        help="hybrid: share of ID rows left out in a training step")
+    parser.add_argument("--repeat-bias", action="store_true",
+                        help="learn a score shift for the items of the history")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
@@ -143,9 +150,12 @@ def main() -> None:
             cfg = ModelConfig(num_items=len(index), max_len=args.max_len, hidden=args.hidden,
                               layers=args.layers, heads=args.heads, dropout=args.dropout,
                               item_repr=item_repr, loss=args.loss, negatives=args.negatives,
+                              whiten_text=args.whiten_text and item_repr != "id",
+                              repeat_bias=args.repeat_bias, id_dropout=args.id_dropout,
                               text_dim=0 if item_repr == "id" else text.vectors.shape[1],
                               embedding_version="" if item_repr == "id" else text.version)
             train_cfg = TrainConfig(epochs=args.epochs, patience=args.patience, lr=args.lr,
+                                    weight_decay=args.weight_decay,
                                     batch_size=args.batch_size, seed=seed, progress=False)
             runs.append(train_and_test(split, counts, cfg, train_cfg,
                                        None if item_repr == "id" else text))

@@ -255,6 +255,9 @@ def train_pipeline(
     dropout: float = 0.2,
     loss: str = "ce",
     negatives: int = 256,
+    whiten_text: bool = True,
+    repeat_bias: bool = True,
+    id_dropout: float = 0.5,
     epochs: int = 100,
     patience: int = 5,
     batch_size: int = 128,
@@ -279,6 +282,8 @@ def train_pipeline(
     publish(stores, items, embedded, now)
     model_cfg = {"item_repr": item_repr, "max_len": max_len, "hidden": hidden, "layers": layers,
                  "dropout": dropout, "loss": loss, "negatives": negatives,
+                 "whiten_text": whiten_text and item_repr != "id", "repeat_bias": repeat_bias,
+                 "id_dropout": id_dropout if item_repr == "hybrid" else 0.0,
                  "text_dim": embedded.vectors.shape[1] if item_repr != "id" else 0,
                  "embedding_version": version if item_repr != "id" else ""}
     train_cfg = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,

@@ -55,6 +55,12 @@ def run(
     loss: Annotated[str, typer.Option(help="ce (full softmax) or sampled (softmax over "
                                            "--negatives uniform negatives)")] = "ce",
     negatives: int = 256,
+    whiten_text: Annotated[bool, typer.Option(help="PCA-whiten the LLM item embeddings "
+                                                   "before the adapter")] = True,
+    repeat_bias: Annotated[bool, typer.Option(help="Learn a score shift for the items "
+                                                   "already in a history")] = True,
+    id_dropout: Annotated[float, typer.Option(help="hybrid: share of ID rows left out in "
+                                                   "a training step")] = 0.5,
     margin: Annotated[float, typer.Option(help="Relative NDCG@10 gain a challenger needs "
                                                "over the champion")] = 0.01,
     p95_ms: Annotated[float, typer.Option(help="Latency budget of one in-process query "
@@ -76,7 +82,9 @@ def run(
     try:
         summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
                                  pooling=pooling, prompt=prompt, item_repr=item_repr,
-                                 loss=loss, negatives=negatives, margin=margin,
+                                 loss=loss, negatives=negatives, whiten_text=whiten_text,
+                                 repeat_bias=repeat_bias, id_dropout=id_dropout,
+                                 margin=margin,
                                  p95_ms=p95_ms, epochs=epochs,
                                  max_len=max_len, hidden=hidden, lr=lr, seed=seed)
     except (DatasetError, BatchRejected, EmbeddingVersionError) as e:

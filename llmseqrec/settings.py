@@ -10,6 +10,9 @@ from llmseqrec.store import InteractionStore, Ledger
 
 MODEL_NAME = "llmseqrec"
 EXPERIMENT = "llmseqrec"
+# The tracking server the user named, read before anything here runs: `mlflow.set_tracking_uri`
+# writes the variable too, and must not send a later state directory to an earlier one's store.
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def default_state_dir() -> Path:
@@ -27,7 +30,7 @@ class Stores:
 
     @property
     def tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+        return USER_TRACKING_URI or f"sqlite:///{self.state_dir / 'mlflow.db'}"
 
     @property
     def artifact_location(self) -> str:

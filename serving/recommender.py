@@ -35,6 +35,8 @@ class Recommender(mlflow.pyfunc.PythonModel):
     """Next items for a history: top-k catalog ids with titles and scores, none from the history."""
 
     def load_context(self, context) -> None:
+        # a query is a few small matrix products: one thread each; scale out by server workers
+        torch.set_num_threads(1)
         self.load(Path(context.artifacts["bundle"]), Path(context.artifacts["feature_store"]))
 
     def load(self, path: Path, feature_store_config: Path | None = None) -> None:
@@ -47,6 +49,8 @@ class Recommender(mlflow.pyfunc.PythonModel):
                             TextTable(text, bundle["embedding_version"]))
         self.model.load_state_dict(bundle["state_dict"])
         self.model.eval()
+        with torch.no_grad():  # fixed while served: computed once, not per query
+            self.items = self.model.item_embeddings()  # (n, C)
         self.index = ItemIndex(bundle["item_ids"].numpy())
         self.titles = bundle["titles"]
         self.popularity = bundle["popularity"]
@@ -78,7 +82,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         known = model_ids[model_ids > 0]
         seq = torch.from_numpy(known[-self.model.cfg.max_len :]).unsqueeze(0)  # (1, T)
         if len(known):
-            scores, source = self.model.score_next(seq)[0], "model"  # (n,)
+            scores, source = self.model.score_next(seq, self.items)[0], "model"  # (n,)
         else:
             scores, source = self.popularity.clone(), "popularity"
         scores[0] = float("-inf")
@@ -95,8 +99,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         [m] = self.index.encode([item_id])
         if m == 0:
             return Answer(recommendations=[], source="similar", unknown_items=[item_id])
-        with torch.no_grad():
-            items = torch.nn.functional.normalize(self.model.item_embeddings(), dim=1)  # (n, C)
+        items = torch.nn.functional.normalize(self.items, dim=1)  # (n, C)
         scores = items @ items[m]  # (n,)
         scores[[0, m]] = float("-inf")
         top = self.top(scores, k)
@@ -113,8 +116,9 @@ class Recommender(mlflow.pyfunc.PythonModel):
                     for _ in targets]
         keep = ~torch.eye(T, dtype=torch.bool)  # (T, T): row t leaves item t out
         without = seq.expand(T, T)[keep].view(T, T - 1)  # (T, T - 1)
-        full = self.model.score_next(seq)[0, targets]  # (K,)
-        drop = (full - self.model.score_next(without)[:, targets]).clamp(min=0)  # (T, K)
+        full = self.model.score_next(seq, self.items)[0, targets]  # (K,)
+        without_scores = self.model.score_next(without, self.items)[:, targets]  # (T, K)
+        drop = (full - without_scores).clamp(min=0)  # (T, K)
         history = self.index.decode(seq[0].numpy())
         reasons = []
         for column in drop.T.tolist():  # one target at a time

@@ -10,6 +10,7 @@ from training.model import (
     SeqRec,
     TextTable,
     next_item_loss,
+    pca_whitening,
     sampled_softmax_loss,
 )
 
@@ -84,7 +85,8 @@ def record(randint, calls: list):
 
 def test_every_config_field_reaches_the_model(monkeypatch):
     cfg = tiny(num_items=40, max_len=6, hidden=24, layers=3, heads=4, dropout=0.3, text_dim=10,
-               embedding_version="v7", loss="sampled", negatives=5)
+               embedding_version="v7", loss="sampled", negatives=5, whiten_text=True,
+               repeat_bias=True, id_dropout=0.5)
     model = SeqRec(cfg, TextTable(torch.randn(40, 10), "v7"))
     sampled = []
     monkeypatch.setattr(torch, "randint", record(torch.randint, sampled))
@@ -101,11 +103,78 @@ def test_every_config_field_reaches_the_model(monkeypatch):
         "embedding_version": model.cfg.embedding_version == "v7",
         "loss": sampled == [(1, 41, (5,))],  # uniform negatives: the sampled softmax
         "negatives": sampled == [(1, 41, (5,))],
+        "whiten_text": model.text_whitening.shape == (10, 10),
+        "repeat_bias": isinstance(model.repeat_bias, torch.nn.Parameter),
+        "id_dropout": 0 < dropped_id_rows(model) < 41,
     }
     assert set(seen) == {f.name for f in fields(ModelConfig)}
     assert all(seen.values()), seen
     assert not hasattr(SeqRec(tiny(item_repr="id", text_dim=0)), "text_adapter")
     assert not hasattr(SeqRec(tiny(item_repr="text"), text_table(tiny())), "item_id")
+    plain = SeqRec(tiny(), text_table(tiny()))
+    assert not hasattr(plain, "text_whitening") and not hasattr(plain, "repeat_bias")
+
+
+def dropped_id_rows(model: SeqRec) -> int:
+    """How many items score from their text alone in one training step."""
+    model.eval()
+    text_only = model.item_embeddings() - model.item_id.weight
+    model.train()
+    return int(torch.isclose(model.item_embeddings(), text_only).all(1).sum())
+
+
+def test_id_dropout_leaves_out_whole_id_rows_in_training_only():
+    torch.manual_seed(0)
+    cfg = tiny(num_items=2000, id_dropout=0.25)
+    model = SeqRec(cfg, TextTable(torch.randn(2000, cfg.text_dim), "v1"))
+    assert 400 < dropped_id_rows(model) < 600  # about a quarter of 2,001 rows
+    model.eval()
+    text_only = model.item_embeddings() - model.item_id.weight
+    assert not torch.isclose(model.item_embeddings(), text_only).all(1).any()
+
+
+def test_whitened_text_has_zero_mean_and_unit_covariance():
+    torch.manual_seed(0)
+    vectors = torch.randn(500, 6) @ torch.randn(6, 6) + 3.0  # correlated, off centre
+    mean, matrix = pca_whitening(vectors, eps=0.0)
+    white = (vectors - mean) @ matrix
+    torch.testing.assert_close(white.mean(0), torch.zeros(6), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(white.T), torch.eye(6), atol=1e-3, rtol=0)
+
+
+def test_whitening_is_saved_with_the_weights():
+    cfg = tiny(whiten_text=True)
+    model = SeqRec(cfg, text_table(cfg))
+    assert {"text_mean", "text_whitening"} <= set(model.state_dict())
+    grown = SeqRec(cfg, TextTable(torch.randn(cfg.num_items, cfg.text_dim), "v1"))
+    grown.load_state_dict(model.state_dict())  # another table keeps the transform it learned on
+    torch.testing.assert_close(grown.text_whitening, model.text_whitening)
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled"])
+def test_repeat_bias_shifts_the_items_seen_up_to_each_position(loss):
+    cfg = tiny(repeat_bias=True, loss=loss, negatives=40)
+    model = SeqRec(cfg, text_table(cfg)).eval()
+    seq = torch.tensor([[4, 5, 6]])
+    before = model.score_next(seq)
+    with torch.no_grad():
+        model.repeat_bias.fill_(2.5)
+    shift = model.score_next(seq) - before  # (1, n)
+    torch.testing.assert_close(shift[0, [4, 5, 6]], torch.full((3,), 2.5))
+    assert shift[0, [1, 2, 3, 7]].abs().max() < 1e-5
+    # training: each target competes only with the items seen up to its position
+    with torch.no_grad():
+        model.item_id.weight.zero_()
+        model.text_adapter[-1].weight.zero_()
+        model.text_adapter[-1].bias.zero_()  # every item scores 0 but for its shift
+        model.repeat_bias.fill_(50.0)
+    seen = model(seq, torch.tensor([[4, 5, 6]]))  # each target is the item just seen
+    if loss == "ce":  # a softmax over the t + 1 items seen at position t
+        expected = torch.tensor([0.0, math.log(2), math.log(3)])
+        torch.testing.assert_close(seen, expected, atol=1e-4, rtol=0)
+    assert seen[0] < 1e-4
+    future = model(seq, torch.tensor([[5, 6, 7]]))  # 5 and 6 come later than they are asked
+    assert (future > seen + 1).all()
 
 
 def test_text_mode_scores_come_from_text():
@@ -119,7 +188,7 @@ def test_text_mode_scores_come_from_text():
 
 @pytest.mark.parametrize("bad", [{"item_repr": "image"}, {"item_repr": "text", "text_dim": 0},
                                  {"hidden": 10, "heads": 3}, {"loss": "bce"},
-                                 {"negatives": 0}])
+                                 {"negatives": 0}, {"id_dropout": 1.0}])
 def test_invalid_config_is_refused(bad):
     with pytest.raises(ValueError):
         tiny(**bad)

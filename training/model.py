@@ -43,6 +43,9 @@ class ModelConfig:
     embedding_version: str = ""  # the recipe of the LLM embeddings the model accepts
     loss: str = "ce"  # "ce": softmax over every item; "sampled": over uniform negatives
     negatives: int = 256  # negatives per batch of the sampled softmax
+    whiten_text: bool = False  # PCA-whiten the LLM embeddings before the adapter
+    repeat_bias: bool = False  # learn how much more (or less) likely an item already seen is
+    id_dropout: float = 0.0  # hybrid: share of items whose ID row is left out in a training step
 
     def __post_init__(self) -> None:
         if self.item_repr not in ITEM_REPRS:
@@ -51,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.negatives < 1:
             raise ValueError(f"negatives must be at least 1, got {self.negatives}")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.item_repr != "id" and self.text_dim <= 0:
             raise ValueError(f"item_repr={self.item_repr!r} needs text embeddings (text_dim > 0)")
         if self.hidden % self.heads:
@@ -124,9 +129,16 @@ class SeqRec(nn.Module):
             padding = torch.zeros(1, cfg.text_dim)
             item_text = torch.cat([padding, text.vectors.float()])  # (n, text_dim)
             self.register_buffer("item_text", item_text, persistent=False)
+            if cfg.whiten_text:
+                mean, whitening = pca_whitening(text.vectors.float())
+                # saved with the weights: new items of a grown catalog get the same transform
+                self.register_buffer("text_mean", mean)
+                self.register_buffer("text_whitening", whitening)
             self.text_adapter = nn.Sequential(
                 nn.Linear(cfg.text_dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden)
             )
+        if cfg.repeat_bias:
+            self.repeat_bias = nn.Parameter(torch.zeros(()))
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
@@ -136,9 +148,18 @@ class SeqRec(nn.Module):
         """Representation of every item, padding included: (num_items + 1, hidden)."""
         parts = []
         if self.cfg.item_repr != "text":
-            parts.append(self.item_id.weight)
+            ids = self.item_id.weight
+            if self.training and self.cfg.item_repr == "hybrid" and self.cfg.id_dropout:
+                # whole rows, so the model learns to score an item from its text alone, as it
+                # must for an item new to the catalog (its ID row starts at zero)
+                keep = torch.rand(ids.shape[0], 1, device=ids.device) >= self.cfg.id_dropout
+                ids = ids * keep / (1 - self.cfg.id_dropout)
+            parts.append(ids)
         if self.cfg.item_repr != "id":
-            parts.append(self.text_adapter(self.item_text))
+            text = self.item_text
+            if self.cfg.whiten_text:
+                text = (text - self.text_mean) @ self.text_whitening  # (n, text_dim)
+            parts.append(self.text_adapter(text))
         return torch.stack(parts).sum(0)
 
     def encode(self, seq: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,21 +189,51 @@ class SeqRec(nn.Module):
         h = self.encode(seq, items)  # (B, T, C)
         keep = (targets > 0) & (seq > 0)  # (B, T): a target needs a history before it
         h, targets = h[keep], targets[keep]  # (M, C), (M,)
+        shift = None
+        if self.cfg.repeat_bias:
+            T = seq.shape[1]
+            causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).tril()  # (T, T)
+            prefixes = seq.unsqueeze(1) * causal  # (B, T, T): row t holds the items up to t
+            shift = self.repeat_shift(prefixes[keep])  # (M, n)
         if self.cfg.loss == "ce":
-            return next_item_loss(h @ items[1:].T, targets)  # padding is never a candidate
+            logits = h @ items[1:].T  # (M, num_items): padding is never a candidate
+            return next_item_loss(logits if shift is None else logits + shift[:, 1:], targets)
         negatives = torch.randint(1, self.cfg.num_items + 1, (self.cfg.negatives,),
                                   device=seq.device)  # (S,) shared by the batch
-        return sampled_softmax_loss(h, items, targets, negatives)
+        return sampled_softmax_loss(h, items, targets, negatives, shift)
+
+    def repeat_shift(self, histories: torch.Tensor) -> torch.Tensor:
+        """The learned score shift of every item each history holds, 0 for the others:
+        (R, T) -> (R, n)."""
+        seen = torch.zeros(histories.shape[0], self.cfg.num_items + 1, device=histories.device)
+        seen.scatter_(1, histories, 1.0)
+        seen[:, 0] = 0.0  # padding
+        return seen * self.repeat_bias
 
     @torch.no_grad()
-    def score_next(self, seq: torch.Tensor) -> torch.Tensor:
+    def score_next(self, seq: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Score of every item as the next one after each history: (B, T) -> (B, n).
-        Column 0 (padding) scores -inf."""
-        items = self.item_embeddings()
+        Column 0 (padding) scores -inf. `items`: `item_embeddings()`, when computed already."""
+        items = self.item_embeddings() if items is None else items
         h = self.encode(seq, items)[:, -1]  # (B, C)
         scores = torch.einsum("bd,nd->bn", h, items)  # (B, n)
+        if self.cfg.repeat_bias:
+            scores += self.repeat_shift(seq[:, -self.cfg.max_len :])
         scores[:, 0] = float("-inf")
         return scores
+
+
+def pca_whitening(vectors: torch.Tensor, eps: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and matrix that decorrelate `vectors` (N, D) and give each direction unit variance:
+    (x - mean) @ matrix. Directions of less than `eps` of the mean variance are not amplified
+    beyond it. LLM embeddings crowd into a narrow cone; whitened, their differences
+    are what the adapter sees."""
+    mean = vectors.mean(0)  # (D,)
+    cov = torch.cov((vectors - mean).T)  # (D, D)
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov.double())
+    floor = eps * eigenvalues.mean()
+    matrix = eigenvectors / (eigenvalues.clamp(min=0) + floor).sqrt()  # (D, D)
+    return mean, matrix.float()
 
 
 def next_item_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -192,11 +243,16 @@ def next_item_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def sampled_softmax_loss(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                         negatives: torch.Tensor) -> torch.Tensor:
+                         negatives: torch.Tensor, shift: torch.Tensor | None = None
+                         ) -> torch.Tensor:
     """Cross-entropy of each target against shared uniform negatives (a negative that is the
-    target itself is masked): h (M, C), items (n, C), targets (M,), negatives (S,) -> (M,)."""
+    target itself is masked): h (M, C), items (n, C), targets (M,), negatives (S,), and an
+    optional score shift of every item for each target, (M, n) -> (M,)."""
     positive = (h * items[targets]).sum(-1, keepdim=True)  # (M, 1)
     negative = h @ items[negatives].T  # (M, S)
+    if shift is not None:
+        positive = positive + shift.gather(1, targets.unsqueeze(1))
+        negative = negative + shift[:, negatives]
     negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
     logits = torch.cat([positive, negative], dim=1).float()  # (M, 1 + S): the target is column 0
     return F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
