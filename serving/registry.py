@@ -14,9 +14,9 @@ from serving.schema import Query
 MODEL_CODE = Path(__file__).resolve().parent / "model_code.py"
 PACKAGE_ROOT = MODEL_CODE.parents[1]
 CHAMPION = "champion"
-
-
 CHALLENGER = "challenger"
+
+
 @dataclass(frozen=True)
 class Promotion:
     version: str
