@@ -127,11 +127,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(stores: Stores, log: Path, timeout_s: float = 300) -> Iterator[Served]:
+def served(stores: Stores, log: Path, workers: int, timeout_s: float = 300) -> Iterator[Served]:
     """`mlflow models serve` of `stores`' champion on a free loopback port, until /ping answers;
     its process group is stopped on exit."""
     port = free_port()
-    cmd, env = serve_command(stores, port)
+    cmd, env = serve_command(stores, port, workers=workers)
     with log.open("wb") as out:
         server = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True)
@@ -426,6 +426,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the in-process predict (the served model "
                              "takes one per query)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes of each server")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     args = parser.parse_args()
@@ -450,8 +451,8 @@ def main() -> None:
 
         requests = good_requests(index, 2000, rng)
         print("starting both servers ...", flush=True)
-        with (served(model_stores, tmp / "model.log") as model,
-              served(floor_stores, tmp / "floor.log") as floor):
+        with (served(model_stores, tmp / "model.log", args.workers) as model,
+              served(floor_stores, tmp / "floor.log", args.workers) as floor):
             latency: dict[str, dict[str, dict]] = {"model": {}, "floor": {}}
             for c in args.concurrency:
                 for name, server in (("model", model), ("floor", floor)):
@@ -481,7 +482,8 @@ def main() -> None:
             "weights": f"seeded random init (seed {args.seed}), untrained",
             "text_table": f"random vectors of width {cfg.text_dim}, made-up version "
                           f"{EMBEDDING_VERSION!r}, not the encoder's",
-            "server": "mlflow models serve --env-manager local, 127.0.0.1, 1 uvicorn worker",
+            "server": f"mlflow models serve --env-manager local, 127.0.0.1, "
+                      f"{args.workers} uvicorn worker(s)",
             "torch_threads": {"in_process": torch.get_num_threads(), "served": 1},
             "floor": "the same server, a constant-output pyfunc with the same input and output "
                      "types (same request validation), returning the model's answer to one query",

@@ -188,18 +188,22 @@ def rollback(state_dir: StateDir = None) -> None:
     typer.echo(f"champion: version {current} -> version {previous}")
 
 
-def serve_command(stores: Stores, port: int, host: str = "127.0.0.1") -> tuple[list[str], dict]:
+def serve_command(stores: Stores, port: int, host: str = "127.0.0.1",
+                  workers: int = 1) -> tuple[list[str], dict]:
     """`mlflow models serve` of the champion, and the environment it needs."""
     bin_dir = str(Path(sys.executable).parent)
     env = os.environ | {"MLFLOW_TRACKING_URI": stores.tracking_uri,
                         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     cmd = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion",
-           "--env-manager", "local", "--host", host, "--port", str(port)]
+           "--env-manager", "local", "--host", host, "--port", str(port),
+           "--workers", str(workers)]
     return cmd, env
 
 
 @app.command()
-def serve(port: int = 5001, host: str = "127.0.0.1", state_dir: StateDir = None) -> None:
+def serve(port: int = 5001, host: str = "127.0.0.1", state_dir: StateDir = None,
+          workers: Annotated[int, typer.Option(help="Server processes (each answers with one "
+                                                     "thread per query)")] = 1) -> None:
     """Serve the champion with `mlflow models serve` (loopback only unless --host says else)."""
-    cmd, env = serve_command(_stores(state_dir), port, host)
+    cmd, env = serve_command(_stores(state_dir), port, host, workers)
     raise typer.Exit(subprocess.call(cmd, env=env))
