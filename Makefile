@@ -6,7 +6,7 @@ export LLMSEQREC_HOME ?= $(CURDIR)/.llmseqrec
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install run test lint serve clean
+.PHONY: install run test lint serve up down screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ lint: install
 
 serve: install
 	$(BIN)/llmseqrec serve
+
+# Prefect server + worker (deployments), MLflow server + UI, model server, on loopback
+up: install
+	$(BIN)/llmseqrec up
+
+down:
+	test ! -x $(BIN)/llmseqrec || $(BIN)/llmseqrec down
+
+# README pictures of the MLflow and Prefect UIs, by headless Chromium (Debian's package)
+screenshots: install
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	LLMSEQREC_SCREENSHOTS=1 $(BIN)/pytest tests/test_ui_screenshots.py
 
 clean:
 	rm -rf $(LLMSEQREC_HOME)

@@ -44,7 +44,13 @@ from llmseqrec.cli import serve_command
 from llmseqrec.public_datasets import read_recbole_split
 from llmseqrec.settings import EXPERIMENT, MODEL_NAME, Stores
 from serving.recommender import Recommender, save_bundle
-from serving.registry import PACKAGE_ROOT, log_recommender, promote, register_challenger
+from serving.registry import (
+    PACKAGE_ROOT,
+    alias_challenger,
+    log_recommender,
+    promote,
+    register_version,
+)
 from serving.schema import Query
 from training.model import ModelConfig, SeqRec, TextTable
 from training.sequences import ItemIndex, popularity, user_sequences
@@ -109,7 +115,8 @@ def register_champion(stores: Stores, log_model: Callable[[], str]) -> None:
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(
         EXPERIMENT, artifact_location=stores.artifact_location))
     with mlflow.start_run():
-        version = register_challenger(log_model(), MODEL_NAME)
+        version = register_version(log_model(), MODEL_NAME)
+        alias_challenger(MODEL_NAME, version)
     promote(MODEL_NAME, version, True, "serving benchmark", {})
 
 

@@ -3,8 +3,10 @@ materialize to the online store, and read features back."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from string import Template
 
 import numpy as np
 import pandas as pd
@@ -18,15 +20,32 @@ from features.feature_views import item_embeddings, user_recent_items
 from training.model import EmbeddingVersionError
 
 FEATURE_REPO = Path(__file__).resolve().parent
+# a feature_store.yaml template to use instead of FEATURE_REPO's (another online store)
+FEATURE_STORE_TEMPLATE = "LLMSEQREC_FEATURE_STORE_YAML"
 FIRST_FEATURE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 DEFINITIONS = [item, user, item_embeddings_source, user_recent_items_source,
                item_embeddings, user_recent_items, recommender]
 
 
-def store_config(state_dir: Path) -> str:
-    """features/feature_store.yaml for the state directory `state_dir`."""
-    text = (FEATURE_REPO / "feature_store.yaml").read_text()
-    return text.replace("${LLMSEQREC_HOME}", str(state_dir))
+def store_config(state_dir: Path, expand_env: bool = True) -> str:
+    """The Feast configuration for the state directory `state_dir`: the template named by
+    $LLMSEQREC_FEATURE_STORE_YAML (e.g. features/feature_store.redis.yaml), else
+    features/feature_store.yaml, with ${LLMSEQREC_HOME} the state directory and every other
+    ${VAR} read from the environment (a host, a password); one that is not set is an error.
+    With `expand_env=False` the other ${VAR}s stay as they are: the copy logged with a model
+    holds no secret, and the serving host supplies its own values (`online_store`)."""
+    template = Path(os.environ.get(FEATURE_STORE_TEMPLATE) or FEATURE_REPO / "feature_store.yaml")
+    text = template.read_text()
+    if not expand_env:
+        return Template(text).safe_substitute(LLMSEQREC_HOME=str(state_dir))
+    return _expand(text, template, LLMSEQREC_HOME=str(state_dir))
+
+
+def _expand(text: str, source: Path, **values: str) -> str:
+    try:
+        return Template(text).substitute(os.environ, **values)
+    except KeyError as e:
+        raise KeyError(f"{source} uses ${{{e.args[0]}}}, which is not set") from None
 
 
 def feature_store(state_dir: Path) -> FeatureStore:
@@ -38,8 +57,10 @@ def feature_store(state_dir: Path) -> FeatureStore:
 
 
 def online_store(config_file: Path) -> FeatureStore:
-    """A store to read online features with, from a rendered feature_store.yaml."""
-    return FeatureStore(config=RepoConfig(**yaml.safe_load(config_file.read_text())))
+    """A store to read online features with, from a feature_store.yaml logged with a model
+    (its ${VAR}s, such as a password, read from this host's environment)."""
+    return FeatureStore(config=RepoConfig(**yaml.safe_load(_expand(config_file.read_text(),
+                                                                   config_file))))
 
 
 def _source_path(store: FeatureStore, source) -> Path:
@@ -84,6 +105,15 @@ def publish_item_embeddings(state_dir: Path, items: pd.DataFrame, embeddings: np
     store.apply(DEFINITIONS)
     _materialize(store, item_embeddings.name, as_of)
     return len(rows)
+
+
+def published_embedding_version(state_dir: Path) -> str | None:
+    """The embedding version most recently published to the offline store; None before any."""
+    path = _source_path(feature_store(state_dir), item_embeddings_source)
+    if not path.is_file():
+        return None
+    rows = pd.read_parquet(path, columns=["embedding_version", "event_timestamp"])
+    return str(rows.sort_values("event_timestamp", kind="stable")["embedding_version"].iloc[-1])
 
 
 def refresh_user_features(state_dir: Path, interactions: pd.DataFrame, as_of: datetime,

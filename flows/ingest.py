@@ -53,16 +53,15 @@ def refresh_batch_users(stores: Stores, report: BatchReport, now: datetime) -> i
                                  batch_user_histories(stores, report.batch_id), now)
 
 
-@task(cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def ingest_one(path: Path, stores: Stores, cfg: IngestConfig) -> BatchReport:
+    """One batch file: its report, "rejected" ones too (a rejection is an answer, not an I/O
+    failure to retry; a retried batch is found in the ledger by its content)."""
     now = datetime.now(UTC)
     try:
         report = ingest_file(path, stores, now, cfg)
     except BatchRejected as e:
-        create_markdown_artifact(key=f"batch-{e.report.batch_id}",
-                                 markdown=batch_markdown(e.report),
-                                 description=f"rejected: {e.report.message}")
-        raise
+        report = e.report
     if report.status == "accepted":
         get_run_logger().info("user features refreshed for %d users",
                               refresh_batch_users(stores, report, now))
@@ -71,24 +70,20 @@ def ingest_one(path: Path, stores: Stores, cfg: IngestConfig) -> BatchReport:
     return report
 
 
-@flow(name="ingest-inbox")
+@flow(name="ingest")
 def ingest_inbox(state_dir: Path | None = None, max_bad_share: float = 0.2,
                  popularity_divergence: float = 0.6) -> list[BatchReport]:
-    """Ingest the inbox's files in arrival order. Rejected batches stay on disk (rejected/)
-    and fail the run, after every other file was ingested."""
+    """Ingest the inbox's files in arrival order, one task per batch. Rejected batches stay on
+    disk (rejected/) and fail the run, after every other file was ingested."""
     log = get_run_logger()
     stores = Stores(Path(state_dir) if state_dir else default_state_dir())
     cfg = IngestConfig(max_bad_share=max_bad_share,
                        drift=DriftThresholds(popularity_divergence=popularity_divergence))
-    reports, rejected = [], []
-    for path in inbox_files(stores.inbox):
-        try:
-            report = ingest_one(path, stores, cfg)
-        except BatchRejected as e:
-            rejected.append(str(e))
-            continue
-        log.info("%s: %s (%s)", path.name, report.status, report.message)
-        reports.append(report)
+    reports = [ingest_one(path, stores, cfg) for path in inbox_files(stores.inbox)]
+    for report in reports:
+        log.info("%s: %s (%s)", report.file_name, report.status, report.message)
+    rejected = [f"{r.file_name}: batch rejected: {r.message}" for r in reports
+                if r.status == "rejected"]
     if rejected:
         raise BatchesRejected(f"{len(rejected)} batch(es) rejected: " + " | ".join(rejected))
     return reports

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -74,19 +75,19 @@ def run(
     """Run the whole job once: validate, embed, publish features, train, register, promote."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
     from features.store import EmbeddingVersionError
+    from flows.retrain import RetrainParams
     from flows.train_pipeline import train_pipeline
     from llmseqrec.ingest import BatchRejected
 
     _quiet_tracebacks(DatasetError, BatchRejected, EmbeddingVersionError)
     stores = _stores(state_dir)
+    params = RetrainParams(item_repr=item_repr, loss=loss, negatives=negatives,
+                           whiten_text=whiten_text, repeat_bias=repeat_bias,
+                           id_dropout=id_dropout, margin=margin, p95_ms=p95_ms, epochs=epochs,
+                           max_len=max_len, hidden=hidden, lr=lr, seed=seed)
     try:
         summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
-                                 pooling=pooling, prompt=prompt, item_repr=item_repr,
-                                 loss=loss, negatives=negatives, whiten_text=whiten_text,
-                                 repeat_bias=repeat_bias, id_dropout=id_dropout,
-                                 margin=margin,
-                                 p95_ms=p95_ms, epochs=epochs,
-                                 max_len=max_len, hidden=hidden, lr=lr, seed=seed)
+                                 pooling=pooling, prompt=prompt, params=params)
     except (DatasetError, BatchRejected, EmbeddingVersionError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -189,21 +190,91 @@ def rollback(state_dir: StateDir = None) -> None:
 
 
 def serve_command(stores: Stores, port: int, host: str = "127.0.0.1",
-                  workers: int = 1) -> tuple[list[str], dict]:
-    """`mlflow models serve` of the champion, and the environment it needs."""
+                  workers: int | None = None) -> tuple[list[str], dict]:
+    """`mlflow models serve` of the champion, following the alias (a new champion is served
+    within seconds, without a restart), and the environment it needs."""
     bin_dir = str(Path(sys.executable).parent)
     env = os.environ | {"MLFLOW_TRACKING_URI": stores.tracking_uri,
+                        "LLMSEQREC_FOLLOW": f"{MODEL_NAME}@champion",
                         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     cmd = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion",
            "--env-manager", "local", "--host", host, "--port", str(port),
-           "--workers", str(workers)]
+           "--workers", str(workers or os.cpu_count() or 1)]
     return cmd, env
+
+
+def wait_for_champion(stores: Stores, every_s: float = 5) -> None:
+    """Block until the registry has a champion (the tracking server may be starting too)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(stores.tracking_uri)
+    said = False
+    while True:
+        try:
+            MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
+            return
+        except Exception as e:  # no such alias yet, or the tracking server is not up yet
+            if not said:
+                typer.echo(f"waiting for a champion of {MODEL_NAME} ({type(e).__name__})")
+                said = True
+        time.sleep(every_s)
 
 
 @app.command()
 def serve(port: int = 5001, host: str = "127.0.0.1", state_dir: StateDir = None,
-          workers: Annotated[int, typer.Option(help="Server processes (each answers with one "
-                                                     "thread per query)")] = 1) -> None:
-    """Serve the champion with `mlflow models serve` (loopback only unless --host says else)."""
-    cmd, env = serve_command(_stores(state_dir), port, host, workers)
+          workers: Annotated[int | None, typer.Option(
+              help="Server processes, each answering with one thread per query "
+                   "(default: one per core)")] = None,
+          wait: Annotated[bool, typer.Option(help="Wait for a champion to exist")] = False
+          ) -> None:
+    """Serve the champion with `mlflow models serve` (loopback only unless --host says else);
+    a newly promoted champion is picked up within seconds."""
+    stores = _stores(state_dir)
+    if wait:
+        wait_for_champion(stores)
+    cmd, env = serve_command(stores, port, host, workers)
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@app.command()
+def deploy(cron: Annotated[str, typer.Option(help="When the nightly flow runs")] = "0 3 * * *",
+           interval: Annotated[float | None, typer.Option(
+               help="Run nightly every this many seconds instead (a replay, compressed)")] = None,
+           pool: Annotated[str, typer.Option(help="Prefect work pool (process)")] = "llmseqrec",
+           serving_url: Annotated[str | None, typer.Option(
+               help="Model server to check after each retrain")] = None,
+           state_dir: StateDir = None) -> None:
+    """Create the deployments (nightly on the schedule; ingest, embed-items and retrain on
+    demand) in the Prefect server at $PREFECT_API_URL; a worker of the pool runs them."""
+    from flows.deployments import deploy_flows
+
+    for name in deploy_flows(_stores(state_dir).state_dir, cron, interval, pool, serving_url):
+        typer.echo(f"deployed {name}")
+
+
+@app.command()
+def up(state_dir: StateDir = None, cron: str = "0 3 * * *", pool: str = "llmseqrec",
+       prefect_port: int = 4200, mlflow_port: int = 5000, model_port: int = 5001) -> None:
+    """Start on loopback the Prefect server (with the deployments) and a worker, the MLflow
+    tracking server and UI, and the model server; logs and pids in <state dir>/logs, /run."""
+    from llmseqrec.ops import Ports, urls
+    from llmseqrec.ops import up as start_all
+
+    ports = Ports(prefect_port, mlflow_port, model_port)
+    stores = _stores(state_dir)
+    for line in start_all(stores, ports, cron, pool):
+        typer.echo(line)
+    u = urls(ports)
+    typer.echo(f"""
+Prefect UI: {u['prefect']}   MLflow UI: {u['mlflow']}   model server: {u['model']}/invocations
+logs: {stores.state_dir / 'logs'}   stop with: make down""")
+
+
+@app.command()
+def down(state_dir: StateDir = None) -> None:
+    """Stop exactly the processes `up` started."""
+    from llmseqrec.ops import down as stop_all
+
+    for line in stop_all(_stores(state_dir)):
+        typer.echo(line)

@@ -33,7 +33,11 @@ class Stores:
         return USER_TRACKING_URI or f"sqlite:///{self.state_dir / 'mlflow.db'}"
 
     @property
-    def artifact_location(self) -> str:
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: under the state directory, unless a
+        tracking server decides (its --artifacts-destination: a bucket, a shared volume)."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
         return (self.state_dir / "mlartifacts").as_uri()
 
     @property

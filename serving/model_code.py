@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from serving.recommender import Recommender
+from serving.follower import AliasFollower
 
-set_model(Recommender())
+set_model(AliasFollower())

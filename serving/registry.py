@@ -51,15 +51,18 @@ def registered_bundle(name: str, ref: str, dest: Path) -> Path | None:
     return Path(model_dir) / "artifacts" / "recommender.pt"
 
 
-def register_challenger(model_uri: str, name: str) -> str:
-    """A new version of `name`, given the alias `challenger`; its number."""
-    version = str(mlflow.register_model(model_uri, name).version)
+def register_version(model_uri: str, name: str) -> str:
+    """A new version of `name` for the logged model; its number (no alias yet)."""
+    return str(mlflow.register_model(model_uri, name).version)
+
+
+def alias_challenger(name: str, version: str) -> None:
+    """Give a fully registered version the alias `challenger`."""
     MlflowClient().set_registered_model_alias(name, CHALLENGER, version)
-    return version
 
 
 def promote(name: str, version: str, promoted: bool, reason: str,
-            numbers: dict[str, float]) -> Promotion:
+            numbers: dict[str, float], evaluation_set: str = "") -> Promotion:
     """Record the decision and its numbers on the version; then, as the very last step (one
     call: a failure before it leaves the aliases as they were), make it the champion."""
     client = MlflowClient()
@@ -69,6 +72,8 @@ def promote(name: str, version: str, promoted: bool, reason: str,
         previous = None
     tags = {"promotion": "promoted" if promoted else "refused", "promotion_reason": reason,
             **{f"gate_{k}": f"{v:.6g}" for k, v in numbers.items()}}
+    if evaluation_set:
+        tags["gate_evaluation_set"] = evaluation_set
     if promoted and previous is not None:
         tags["previous_champion"] = str(previous)
     for key, value in tags.items():

@@ -50,3 +50,4 @@ class Answer(BaseModel):
     recommendations: list[Recommendation]
     source: str  # "model"; "popularity" when no history item is known; "similar"
     unknown_items: list[int]  # history (or similar) ids the model does not know, ignored
+    model_version: str | None = None  # the registry version that answered, when following

@@ -9,12 +9,14 @@ from features.embeddings import embed_items, embedding_version, similar_items
 from features.encoder import EncoderConfig, ItemEncoder, default_encoder
 from features.item_text import item_texts
 from features.store import (
+    FEATURE_STORE_TEMPLATE,
     EmbeddingVersionError,
     feature_store,
     publish_item_embeddings,
     read_item_embeddings,
     read_recent_items,
     refresh_user_features,
+    store_config,
 )
 
 TEXTS = ["Toy Story (1995). Genres: Animation, Children, Comedy.",
@@ -131,3 +133,19 @@ def test_online_store_serves_recent_items_and_embeddings(published):
         entity_rows=[{"item_id": 20}]).to_dict()
     np.testing.assert_allclose(online["embedding"][0], vectors[1], rtol=1e-6)
     assert online["embedding_version"] == ["v1"]
+
+
+def test_another_online_store_by_configuration_keeps_its_secrets_out_of_the_model(
+        tmp_path, monkeypatch):
+    template = tmp_path / "feature_store.yaml"
+    template.write_text("registry: ${LLMSEQREC_HOME}/feast/registry.db\n"
+                        "online_store:\n  type: redis\n  connection_string: ${REDIS_URL}\n")
+    monkeypatch.setenv(FEATURE_STORE_TEMPLATE, str(template))
+    with pytest.raises(KeyError, match="uses \\$\\{REDIS_URL\\}, which is not set"):
+        store_config(tmp_path / "state")
+    monkeypatch.setenv("REDIS_URL", "127.0.0.1:6379,password=s3cret")
+    rendered = store_config(tmp_path / "state")
+    assert f"{tmp_path}/state/feast/registry.db" in rendered and "password=s3cret" in rendered
+    logged = store_config(tmp_path / "state", expand_env=False)  # what goes with a model
+    assert "${REDIS_URL}" in logged and "s3cret" not in logged
+    assert f"{tmp_path}/state/feast/registry.db" in logged

@@ -14,11 +14,14 @@ import requests
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from flows.retrain import RetrainParams
 from flows.train_pipeline import train_pipeline
 from llmseqrec.cli import app, serve_command
 from llmseqrec.settings import MODEL_NAME, Stores
 
 pytestmark = pytest.mark.e2e
+TINY = RetrainParams(hidden=16, layers=1, max_len=20, epochs=2,
+                     p95_ms=2000.0)  # a loaded test machine
 
 BAD_ROWS = [  # each caught by a different check
     {"userId": "1", "movieId": "999999", "rating": "4.0", "timestamp": "1260759144"},
@@ -35,8 +38,7 @@ def pipeline_run(movielens_slice, tmp_path_factory, prefect_harness):
     ratings = pd.read_csv(data_dir / "ratings.csv", dtype=str)
     pd.concat([ratings, pd.DataFrame(BAD_ROWS)]).to_csv(data_dir / "ratings.csv", index=False)
     stores = Stores(tmp_path_factory.mktemp("state"))
-    state = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, hidden=16, layers=1,
-                           max_len=20, epochs=2, p95_ms=2000.0,  # a loaded test machine
+    state = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, params=TINY,
                            return_state=True)
     return stores, state, len(ratings) + len(BAD_ROWS)
 
@@ -52,10 +54,10 @@ def test_flow_run_registers_a_champion(pipeline_run):
     assert str(champion.version) == str(summary["version"])
     metrics = client.get_run(champion.run_id).data.metrics
     assert 0 <= metrics["test_ndcg_at_10"] <= 1 and "popularity_test_ndcg_at_10" in metrics
-    assert metrics["ingest_rows_in"] == rows_in
-    assert metrics["ingest_rows_quarantined"] == len(BAD_ROWS)
-    assert metrics["ingest_rows_accepted"] == rows_in - len(BAD_ROWS)
-    assert metrics["train_interactions"] < metrics["ingest_rows_accepted"]  # 2 held out per user
+    assert metrics["data_rows_in"] == rows_in
+    assert metrics["data_rows_quarantined"] == len(BAD_ROWS)
+    assert metrics["data_rows_accepted"] == rows_in - len(BAD_ROWS)
+    assert metrics["train_interactions"] < metrics["data_rows_accepted"]  # 2 held out per user
     params = client.get_run(champion.run_id).data.params
     assert params["item_repr"] == "hybrid" and params["hidden"] == "16"
 
@@ -165,8 +167,7 @@ def test_retraining_warm_starts_from_the_champion_with_new_items(pipeline_run, m
                for n, (u, m) in enumerate([(1, "999001"), (2, "999001"), (3, "999001"),
                                            (2, movies["movieId"].iloc[0])], 1)]
     pd.DataFrame(ratings).to_csv(data_dir / "ratings.csv", index=False)
-    summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, hidden=16, layers=1,
-                             max_len=20, epochs=2, p95_ms=2000.0)
+    summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, params=TINY)
     mlflow.set_tracking_uri(stores.tracking_uri)
     client = MlflowClient()
     run_id = client.get_model_version(MODEL_NAME, summary["version"]).run_id

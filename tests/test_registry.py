@@ -11,9 +11,10 @@ from serving.gate import Gate, decide
 from serving.recommender import Recommender, save_bundle
 from serving.registry import (
     Promotion,
+    alias_challenger,
     log_recommender,
     promote,
-    register_challenger,
+    register_version,
     rollback,
 )
 from serving.schema import Answer, Query
@@ -119,7 +120,8 @@ def test_gate_wants_a_better_model_no_worse_on_tail_and_cold_and_fast_enough():
 def register(bundle: Path, config: Path, ndcg: float, champion: dict | None,
              tail: float = 0.02) -> Promotion:
     with mlflow.start_run():
-        version = register_challenger(log_recommender(bundle, config, [101, 102]), "rec")
+        version = register_version(log_recommender(bundle, config, [101, 102]), "rec")
+        alias_challenger("rec", version)
         promoted, reason = decide(Gate(), metrics(ndcg, tail), champion, p95_ms=1.0)
         return promote("rec", version, promoted, reason, metrics(ndcg, tail))
 

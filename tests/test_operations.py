@@ -1,0 +1,282 @@
+"""Operations for real: `llmseqrec up` starts a Prefect server with the deployments and a worker,
+an MLflow tracking server and the model server; a replayed week goes through the deployed
+schedule; retrains are killed, raced, and cut off from the tracking server; `down` stops
+exactly what `up` started."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.deployments import deploy_flows
+from flows.retrain import RETRAIN_LOCK, RetrainParams
+from llmseqrec.ops import Ports, down, environment, running, up, urls
+from llmseqrec.replay import drop_next
+from llmseqrec.settings import MODEL_NAME, Stores
+
+pytestmark = pytest.mark.e2e
+TINY = RetrainParams(hidden=16, layers=1, max_len=20, epochs=3, p95_ms=2000.0)
+DAYS = 7
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@dataclass
+class Stack:
+    stores: Stores
+    ports: Ports
+    slice_dir: Path
+
+    @property
+    def prefect(self) -> str:
+        return urls(self.ports)["prefect"] + "/api"
+
+    @property
+    def registry(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=urls(self.ports)["mlflow"])
+
+    def post(self, path: str, body: dict) -> list | dict:
+        response = requests.post(f"{self.prefect}/{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def get(self, path: str) -> dict:
+        response = requests.get(f"{self.prefect}/{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def flow_runs(self, flow: str) -> list[dict]:
+        return self.post("flow_runs/filter", {"flows": {"name": {"any_": [flow]}},
+                                              "sort": "EXPECTED_START_TIME_ASC",
+                                              "limit": 200, "offset": 0})
+
+    def logs(self, flow_run_id: str) -> list[str]:
+        return [r["message"] for r in self.post("logs/filter", {
+            "logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC",
+            "limit": 200, "offset": 0})]
+
+    def run_deployment(self, flow: str, parameters: dict) -> str:
+        deployment = self.get(f"deployments/name/{flow}/llmseqrec")
+        return self.post(f"deployments/{deployment['id']}/create_flow_run",
+                         {"parameters": parameters})["id"]
+
+    def wait_state(self, flow_run_id: str, states: set[str], timeout_s: float = 300) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.get(f"flow_runs/{flow_run_id}")
+            if run["state_type"] in states:
+                return run
+            time.sleep(1)
+        raise AssertionError(f"flow run {flow_run_id} still {run['state_type']}")
+
+    def aliases(self) -> dict[str, int]:
+        out = {}
+        for alias in ("champion", "challenger"):
+            with contextlib.suppress(MlflowException):
+                out[alias] = int(self.registry.get_model_version_by_alias(MODEL_NAME, alias)
+                                 .version)
+        return out
+
+    def versions(self) -> list:
+        return sorted(self.registry.search_model_versions(f"name='{MODEL_NAME}'"),
+                      key=lambda v: int(v.version))
+
+
+def free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def stack(movielens_slice, tmp_path_factory):
+    stores = Stores(tmp_path_factory.mktemp("ops") / "state")
+    quick = {"PREFECT_WORKER_QUERY_SECONDS": "2",  # time compressed: poll and schedule often
+             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+             "LLMSEQREC_REFRESH_S": "2",
+             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in quick.items():
+            patch.setenv(key, value)
+        ports = Ports(*free_ports(3))
+        try:
+            up(stores, ports, cron="0 3 1 1 *", pool="llmseqrec")
+            yield Stack(stores, ports, movielens_slice)
+        finally:
+            down(stores)
+
+
+def test_up_starts_the_servers_the_worker_and_the_deployments(stack):
+    for name in ("prefect-server", "mlflow-server", "prefect-worker", "model-server"):
+        assert running(stack.stores, name), name
+    assert requests.get(urls(stack.ports)["mlflow"] + "/health", timeout=10).ok
+    deployments = stack.post("deployments/filter", {"limit": 20, "offset": 0})
+    by_flow = {stack.get(f"flows/{d['flow_id']}")["name"]: d for d in deployments}
+    assert set(by_flow) == {"nightly", "ingest", "embed-items", "retrain"}
+    assert by_flow["nightly"]["schedules"][0]["schedule"]["cron"] == "0 3 1 1 *"
+    assert not by_flow["retrain"]["schedules"]
+    assert by_flow["retrain"]["parameters"]["state_dir"] == str(stack.stores.state_dir)
+    # the model server waits for a champion instead of failing
+    log, deadline = stack.stores.state_dir / "logs" / "model-server.log", time.monotonic() + 120
+    while "waiting for a champion" not in log.read_text():
+        assert time.monotonic() < deadline and running(stack.stores, "model-server")
+        time.sleep(1)
+
+
+def test_a_replayed_week_goes_through_the_deployed_schedule(stack):
+    stores = stack.stores
+    with temporary_settings({PREFECT_API_URL: stack.prefect}):
+        deploy_flows(stores.state_dir, cron=None, interval_s=20, params=TINY,
+                     serving_url=urls(stack.ports)["model"])
+    dropped = []
+    for _ in range(DAYS + 1):  # the history, then a day every 15 s against a 20 s schedule
+        dropped.append(drop_next(stores, stack.slice_dir, days=DAYS).name)
+        time.sleep(15)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # until every batch is in and no nightly is running
+        busy = [r for r in stack.flow_runs("nightly") if r["state_type"] in {"PENDING", "RUNNING"}]
+        if len(stores.ledger.all()) == len(dropped) and not busy:
+            break
+        time.sleep(3)
+    nightly = stack.get("deployments/name/nightly/llmseqrec")
+    requests.patch(f"{stack.prefect}/deployments/{nightly['id']}", json={"paused": True},
+                   timeout=30).raise_for_status()
+
+    ledger = stores.ledger.all()
+    assert sorted(ledger["file_name"]) == sorted(dropped)  # every batch ingested, once
+    assert (ledger["status"] == "accepted").all()
+    assert len(stores.store.read()) == ledger["rows_accepted"].sum()
+    runs = [r for r in stack.flow_runs("nightly") if r["state_type"] != "SCHEDULED"]
+    assert runs and all(r["state_type"] == "COMPLETED" for r in runs)
+    retrains = [r for r in stack.flow_runs("retrain") if r["state_type"] == "COMPLETED"]
+    versions = stack.versions()
+    assert len(versions) == len(retrains) >= 2  # a new version per retrain
+    champion = None
+    for v in versions:  # the champion only ever moved to a better model on the same set
+        if v.tags["promotion"] == "promoted":
+            if champion is not None:
+                assert float(v.tags["gate_test_ndcg_at_10"]) > \
+                    float(v.tags["gate_champion_test_ndcg_at_10"]) * (1 + TINY.margin)
+                assert v.tags["previous_champion"] == champion
+            champion = v.version
+        else:
+            assert v.tags["promotion"] == "refused"
+    assert stack.aliases() == {"champion": int(champion), "challenger": int(versions[-1].version)}
+    answer = requests.post(urls(stack.ports)["model"] + "/invocations",
+                           json={"inputs": [{"history": [1], "k": 3}]}, timeout=30).json()
+    assert answer["predictions"][0]["model_version"] == str(champion)
+
+
+def retrain_process(stack: Stack, log: Path, **kwargs) -> subprocess.Popen:
+    code = ("import sys; from flows.retrain import retrain, RetrainParams; "
+            f"state = retrain(state_dir={str(stack.stores.state_dir)!r}, "
+            f"params=RetrainParams(**{TINY.model_dump()!r}), return_state=True, **{kwargs!r}); "
+            "print('STATE', state.type.value, state.message); "
+            "sys.exit(0 if state.is_completed() else 1)")
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT,
+                                env=environment(stack.stores, stack.ports), cwd=Path.cwd())
+
+
+def lock_slots(stack: Stack) -> int:
+    return stack.get(f"v2/concurrency_limits/{RETRAIN_LOCK}")["active_slots"]
+
+
+def test_two_retrains_started_together_run_one_after_the_other(stack, tmp_path):
+    before = len(stack.versions())
+    first = retrain_process(stack, tmp_path / "first.log")
+    deadline = time.monotonic() + 120
+    while lock_slots(stack) == 0 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    second = retrain_process(stack, tmp_path / "second.log")
+    impatient = retrain_process(stack, tmp_path / "impatient.log", lock_timeout_s=3)
+    assert impatient.wait(300) == 1
+    assert "this one was refused" in (tmp_path / "impatient.log").read_text()
+    assert first.wait(300) == 0 and second.wait(300) == 0
+    # the two held the lock one after the other: their training never overlapped
+    runs = sorted(stack.flow_runs("retrain")[-3:], key=lambda r: r["start_time"])
+    trains = stack.post("task_runs/filter", {
+        "flow_runs": {"id": {"any_": [r["id"] for r in runs]}},
+        "task_runs": {"name": {"like_": "train-"}}, "sort": "EXPECTED_START_TIME_ASC",
+        "limit": 10, "offset": 0})
+    assert len(trains) == 2
+    assert trains[0]["end_time"] <= trains[1]["start_time"]
+    versions = stack.versions()
+    assert len(versions) == before + 2  # the refused one registered nothing
+    assert stack.aliases()["challenger"] == int(versions[-1].version)
+    assert lock_slots(stack) == 0
+
+
+def test_a_retrain_killed_mid_training_crashes_visibly_and_a_rerun_succeeds(stack):
+    before = (stack.aliases(), len(stack.versions()))
+    slow = TINY.model_dump() | {"epochs": 500, "patience": 500}
+    run_id = stack.run_deployment("retrain", {"params": slow})
+    deadline = time.monotonic() + 240
+    while not any("epoch 2 " in m for m in stack.logs(run_id)):
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(1)
+    pid = int(stack.get(f"flow_runs/{run_id}")["infrastructure_pid"].rsplit(":", 1)[-1])
+    process = psutil.Process(pid)
+    for p in [process, *process.children(recursive=True)]:
+        p.send_signal(signal.SIGKILL)
+    crashed = stack.wait_state(run_id, TERMINAL, timeout_s=120)
+    assert crashed["state_type"] == "CRASHED"
+    assert (stack.aliases(), len(stack.versions())) == before  # nothing registered or moved
+    rerun = stack.wait_state(stack.run_deployment("retrain", {"params": TINY.model_dump()}),
+                             TERMINAL, timeout_s=300)  # once the killed run's lease expired
+    assert rerun["state_type"] == "COMPLETED"
+    assert len(stack.versions()) == before[1] + 1
+
+
+def test_the_tracking_server_down_fails_the_run_clearly_and_aliases_stay(stack):
+    before = (stack.aliases(), len(stack.versions()))
+    slow = TINY.model_dump() | {"epochs": 40, "patience": 40}
+    run_id = stack.run_deployment("retrain", {"params": slow})
+    deadline = time.monotonic() + 240
+    while not any("epoch 1 " in m for m in stack.logs(run_id)):
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(1)
+    os.killpg(running(stack.stores, "mlflow-server"), signal.SIGTERM)
+    failed = stack.wait_state(run_id, TERMINAL, timeout_s=300)
+    assert failed["state_type"] == "FAILED"
+    logs = "\n".join(stack.logs(run_id))
+    assert "does not answer" in failed["state"]["message"] + logs
+    registers = stack.post("task_runs/filter", {
+        "flow_runs": {"id": {"any_": [run_id]}}, "task_runs": {"name": {"like_": "register-"}},
+        "limit": 5, "offset": 0})
+    assert registers[0]["run_count"] == 3  # tried, then retried twice
+    up(stack.stores, stack.ports, cron="0 3 1 1 *", pool="llmseqrec")  # restarts what is down
+    assert (stack.aliases(), len(stack.versions())) == before
+    rerun = stack.wait_state(stack.run_deployment("retrain", {"params": TINY.model_dump()}),
+                             TERMINAL, timeout_s=300)
+    assert rerun["state_type"] == "COMPLETED"
+
+
+def test_down_stops_exactly_what_up_started(stack):
+    bystander = subprocess.Popen(["sleep", "300"])
+    pids = {name: running(stack.stores, name) for name in
+            ("prefect-server", "mlflow-server", "prefect-worker", "model-server")}
+    try:
+        lines = down(stack.stores)
+        assert len(lines) == 4 and all(line.endswith("stopped") for line in lines)
+        assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+                       for pid in pids.values())
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
