@@ -39,10 +39,9 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
-from llmseqrec.datasets import BUNDLED_MOVIELENS
+from llmseqrec.datasets import write_movielens_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -177,21 +176,6 @@ def post(url: str, payload: dict) -> tuple[int, dict | str, float]:
         return status, json.loads(body), ms
     except ValueError:
         return status, body.decode(errors="replace"), ms
-
-
-def write_movielens_slice(target: Path, users: int) -> Path:
-    """The bundled data cut to the first `users` users and the movies they rated (as
-    tests/conftest.py)."""
-    target.mkdir(parents=True, exist_ok=True)
-    ratings = pd.read_csv(BUNDLED_MOVIELENS / "ratings.csv", dtype=str)
-    ratings = ratings[ratings["userId"].astype(int) <= users]
-    movies = pd.read_csv(BUNDLED_MOVIELENS / "movies.csv", dtype=str)
-    movies = movies[movies["movieId"].isin(ratings["movieId"])]
-    tags = pd.read_csv(BUNDLED_MOVIELENS / "tags.csv", dtype=str)
-    ratings.to_csv(target / "ratings.csv", index=False)
-    movies.to_csv(target / "movies.csv", index=False)
-    tags[tags["movieId"].isin(movies["movieId"])].to_csv(target / "tags.csv", index=False)
-    return target
 
 
 @dataclass

@@ -433,7 +433,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the in-process predict (the served model "
                              "takes one per query)")
-    parser.add_argument("--workers", type=int, default=1, help="server processes of each server")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="server processes of each server (default, as `llmseqrec serve`: "
+                             "one per core)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     args = parser.parse_args()

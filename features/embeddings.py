@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.encoder import ItemEncoder
+from features.files import write_parquet
 from features.item_text import item_texts
 
 
@@ -49,8 +50,8 @@ def embed_items(items: pd.DataFrame, encoder: ItemEncoder, fields: tuple[str, ..
     if len(need):
         vectors[need] = encoder.encode([texts[i] for i in need])
         cache_dir.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"item_id": ids, "text_hash": hashes, "embedding": list(vectors)}
-                     ).to_parquet(cache_file, index=False)
+        write_parquet(pd.DataFrame({"item_id": ids, "text_hash": hashes,
+                                    "embedding": list(vectors)}), cache_file)
     return ItemEmbeddings(ids, vectors, version, len(need))
 
 

@@ -17,6 +17,7 @@ from features.data_sources import item_embeddings_source, user_recent_items_sour
 from features.entities import item, user
 from features.feature_services import recommender
 from features.feature_views import item_embeddings, user_recent_items
+from features.files import write_parquet
 from training.model import EmbeddingVersionError
 
 FEATURE_REPO = Path(__file__).resolve().parent
@@ -101,7 +102,7 @@ def publish_item_embeddings(state_dir: Path, items: pd.DataFrame, embeddings: np
                                                 rows["embedding"], strict=True)]
         rows = rows[np.array(changed, dtype=bool)]
         table = pd.concat([stored, rows], ignore_index=True)
-    table.to_parquet(path, index=False)
+    write_parquet(table, path)
     store.apply(DEFINITIONS)
     _materialize(store, item_embeddings.name, as_of)
     return len(rows)
@@ -128,7 +129,7 @@ def refresh_user_features(state_dir: Path, interactions: pd.DataFrame, as_of: da
     path = _source_path(store, user_recent_items_source)
     if path.is_file():
         rows = pd.concat([pd.read_parquet(path), rows], ignore_index=True)
-    rows.to_parquet(path, index=False)
+    write_parquet(rows, path)
     store.apply(DEFINITIONS)
     _materialize(store, user_recent_items.name, as_of)
     return len(recent)

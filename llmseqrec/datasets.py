@@ -206,3 +206,18 @@ def load_movielens(data_dir: Path = BUNDLED_MOVIELENS) -> RawDataset:
     else:
         items["tags"] = None
     return RawDataset(interactions=interactions, items=items)
+
+
+def write_movielens_slice(target: Path, users: int, source: Path = BUNDLED_MOVIELENS) -> Path:
+    """The MovieLens data in `source` cut to the first `users` users and the movies they rated
+    (small data sets for tests and trials)."""
+    target.mkdir(parents=True, exist_ok=True)
+    ratings = pd.read_csv(source / "ratings.csv", dtype=str)
+    ratings = ratings[ratings["userId"].astype(int) <= users]
+    movies = pd.read_csv(source / "movies.csv", dtype=str)
+    movies = movies[movies["movieId"].isin(ratings["movieId"])]
+    tags = pd.read_csv(source / "tags.csv", dtype=str)
+    ratings.to_csv(target / "ratings.csv", index=False)
+    movies.to_csv(target / "movies.csv", index=False)
+    tags[tags["movieId"].isin(movies["movieId"])].to_csv(target / "tags.csv", index=False)
+    return target

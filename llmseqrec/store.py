@@ -3,6 +3,8 @@ the ledger that makes every inbox file count exactly once."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
@@ -12,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+
+from features.files import write_parquet
 
 INTERACTION_COLUMNS = {"user_id": "int64", "item_id": "int64", "timestamp": "int64",
                        "rating": "float64", "event_type": "object"}
@@ -85,7 +89,7 @@ class InteractionStore:
 
     def put_catalog(self, items: pd.DataFrame) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        items.to_parquet(self.catalog, index=False)
+        write_parquet(items, self.catalog)
 
     def read_catalog(self) -> pd.DataFrame | None:
         return pd.read_parquet(self.catalog) if self.catalog.is_file() else None
@@ -104,21 +108,27 @@ class InteractionStore:
             for c in INTERACTION_COLUMNS
         }
         table = pa.table(columns | {"month": month.cast(pa.string())}, schema=SCHEMA)
+        staging = self.root / ".staging" / f"{batch_id}-{os.getpid()}"
         pads.write_dataset(
-            table, self.interactions, format="parquet",
+            table, staging, format="parquet",
             partitioning=pads.partitioning(pa.schema([("month", pa.string())]), flavor="hive"),
             max_partitions=100_000,
             basename_template=f"{batch_id}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
         )
+        for written in sorted(staging.glob("*/*.parquet")):  # readers see whole files only
+            final = self.interactions / written.relative_to(staging)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(written, final)
+        shutil.rmtree(staging)
 
     def put_quarantine(self, quarantined: pd.DataFrame, batch_id: str, name: str) -> Path | None:
         if quarantined.empty:
             return None
         self.quarantine.mkdir(parents=True, exist_ok=True)
         path = self.quarantine / f"{batch_id}-{name}.parquet"
-        quarantined.astype({c: "string" for c in quarantined.columns if c != "row"}).assign(
-            batch_id=batch_id).to_parquet(path, index=False)
+        write_parquet(quarantined.astype({c: "string" for c in quarantined.columns
+                                          if c != "row"}).assign(batch_id=batch_id), path)
         return path
 
     def read_quarantine(self) -> pd.DataFrame:

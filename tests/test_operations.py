@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,8 @@ def test_a_replayed_week_goes_through_the_deployed_schedule(stack):
     with temporary_settings({PREFECT_API_URL: stack.prefect}):
         deploy_flows(stores.state_dir, cron=None, interval_s=20, params=TINY,
                      serving_url=urls(stack.ports)["model"])
+    queries = Queries(urls(stack.ports)["model"])
+    queries.start()  # a client asking all along: the server changes models under it
     dropped = []
     for _ in range(DAYS + 1):  # the history, then a day every 15 s against a 20 s schedule
         dropped.append(drop_next(stores, stack.slice_dir, days=DAYS).name)
@@ -154,9 +157,7 @@ def test_a_replayed_week_goes_through_the_deployed_schedule(stack):
         if len(stores.ledger.all()) == len(dropped) and not busy:
             break
         time.sleep(3)
-    nightly = stack.get("deployments/name/nightly/llmseqrec")
-    requests.patch(f"{stack.prefect}/deployments/{nightly['id']}", json={"paused": True},
-                   timeout=30).raise_for_status()
+    stop_schedule(stack, "nightly")
 
     ledger = stores.ledger.all()
     assert sorted(ledger["file_name"]) == sorted(dropped)  # every batch ingested, once
@@ -174,13 +175,61 @@ def test_a_replayed_week_goes_through_the_deployed_schedule(stack):
                 assert float(v.tags["gate_test_ndcg_at_10"]) > \
                     float(v.tags["gate_champion_test_ndcg_at_10"]) * (1 + TINY.margin)
                 assert v.tags["previous_champion"] == champion
-            champion = v.version
+            champion = str(v.version)
         else:
             assert v.tags["promotion"] == "refused"
     assert stack.aliases() == {"champion": int(champion), "challenger": int(versions[-1].version)}
-    answer = requests.post(urls(stack.ports)["model"] + "/invocations",
-                           json={"inputs": [{"history": [1], "k": 3}]}, timeout=30).json()
-    assert answer["predictions"][0]["model_version"] == str(champion)
+    time.sleep(5)  # the refresh interval, twice
+    queries.stop()
+    assert queries.failed == [] and queries.answered > 100
+    promoted = [str(v.version) for v in versions if v.tags["promotion"] == "promoted"]
+    assert queries.served[0] == promoted[0] and queries.served[-1] == champion
+    assert set(queries.served) <= set(promoted)  # only champions, in order, no restart
+
+
+def stop_schedule(stack: Stack, flow: str) -> None:
+    """Pause the deployment, delete its queued runs, wait for the running ones to end."""
+    deployment = stack.get(f"deployments/name/{flow}/llmseqrec")
+    requests.patch(f"{stack.prefect}/deployments/{deployment['id']}", json={"paused": True},
+                   timeout=30).raise_for_status()
+    for run in stack.flow_runs(flow):
+        if run["state_type"] == "SCHEDULED":
+            requests.delete(f"{stack.prefect}/flow_runs/{run['id']}", timeout=30)
+    for run in stack.flow_runs(flow):
+        stack.wait_state(run["id"], TERMINAL)
+
+
+class Queries(threading.Thread):
+    """Queries the model server every 50 ms: the versions that answered, in order, and every
+    request that did not get a 200 (before the first champion the server is not up yet)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stopped = url + "/invocations", threading.Event()
+        self.served: list[str] = []
+        self.failed: list[str] = []
+        self.answered = 0
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.05):
+            try:
+                response = requests.post(self.url, timeout=10,
+                                         json={"inputs": [{"history": [1], "k": 3}]})
+            except requests.ConnectionError:
+                if self.served:  # the server was up: a dropped request
+                    self.failed.append("connection error")
+                continue
+            if response.status_code != 200:
+                self.failed.append(f"{response.status_code}: {response.text[:200]}")
+                continue
+            self.answered += 1
+            version = response.json()["predictions"][0]["model_version"]
+            if not self.served or self.served[-1] != version:
+                self.served.append(version)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
 
 
 def retrain_process(stack: Stack, log: Path, **kwargs) -> subprocess.Popen:
@@ -223,20 +272,26 @@ def test_two_retrains_started_together_run_one_after_the_other(stack, tmp_path):
     assert lock_slots(stack) == 0
 
 
-def test_a_retrain_killed_mid_training_crashes_visibly_and_a_rerun_succeeds(stack):
-    before = (stack.aliases(), len(stack.versions()))
-    slow = TINY.model_dump() | {"epochs": 500, "patience": 500}
+def training_retrain(stack: Stack, epochs: int, until_epoch: int) -> str:
+    """A run of the retrain deployment, once it has logged epoch `until_epoch`; its id."""
+    slow = TINY.model_dump() | {"epochs": epochs, "patience": epochs}
     run_id = stack.run_deployment("retrain", {"params": slow})
     deadline = time.monotonic() + 240
-    while not any("epoch 2 " in m for m in stack.logs(run_id)):
+    while not any(f"epoch {until_epoch} " in m for m in stack.logs(run_id)):
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(1)
+    return run_id
+
+
+def test_a_retrain_killed_mid_training_crashes_visibly_and_a_rerun_succeeds(stack):
+    before = (stack.aliases(), len(stack.versions()))
+    run_id = training_retrain(stack, epochs=500, until_epoch=2)
     pid = int(stack.get(f"flow_runs/{run_id}")["infrastructure_pid"].rsplit(":", 1)[-1])
     process = psutil.Process(pid)
     for p in [process, *process.children(recursive=True)]:
         p.send_signal(signal.SIGKILL)
     crashed = stack.wait_state(run_id, TERMINAL, timeout_s=120)
-    assert crashed["state_type"] == "CRASHED"
+    assert crashed["state_type"] == "CRASHED" and "-9" in crashed["state"]["message"]
     assert (stack.aliases(), len(stack.versions())) == before  # nothing registered or moved
     rerun = stack.wait_state(stack.run_deployment("retrain", {"params": TINY.model_dump()}),
                              TERMINAL, timeout_s=300)  # once the killed run's lease expired
@@ -246,12 +301,7 @@ def test_a_retrain_killed_mid_training_crashes_visibly_and_a_rerun_succeeds(stac
 
 def test_the_tracking_server_down_fails_the_run_clearly_and_aliases_stay(stack):
     before = (stack.aliases(), len(stack.versions()))
-    slow = TINY.model_dump() | {"epochs": 40, "patience": 40}
-    run_id = stack.run_deployment("retrain", {"params": slow})
-    deadline = time.monotonic() + 240
-    while not any("epoch 1 " in m for m in stack.logs(run_id)):
-        assert time.monotonic() < deadline, "training did not start"
-        time.sleep(1)
+    run_id = training_retrain(stack, epochs=40, until_epoch=1)
     os.killpg(running(stack.stores, "mlflow-server"), signal.SIGTERM)
     failed = stack.wait_state(run_id, TERMINAL, timeout_s=300)
     assert failed["state_type"] == "FAILED"
