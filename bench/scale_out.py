@@ -332,6 +332,8 @@ def try_online_store(store: str, services: Services, data: Path, work: Path, arg
                     "logged_feature_store_has_secret": any(
                         secret in p.read_text() for p in logged
                         for secret in (services.redis_password, services.passwords["feast"]))}
+            check(not row["logged_feature_store_has_secret"],
+                  "a password of the online store is in the logged feature_store.yaml")
             check(location.startswith("mlflow-artifacts:"),
                   f"experiment artifact location {location}: not the server's artifact store")
             check(len(logged) == 1, f"{len(logged)} logged feature_store.yaml in {artifacts}")
