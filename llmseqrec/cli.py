@@ -100,11 +100,12 @@ def run(
                f"{'champion' if summary['promoted'] else 'not promoted'} ({summary['reason']})")
     typer.echo(f"""
 Next:
-  serve the champion:  .venv/bin/llmseqrec serve --port 5001
-  query it:            curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
-                         -d '{{"inputs": [{{"history": [1, 32, 260], "k": 5}}]}}'
-  MLflow UI:           .venv/bin/mlflow ui --backend-store-uri {stores.tracking_uri} --port 5000
-  Prefect UI:          .venv/bin/prefect server start   (then open http://127.0.0.1:4200)""")
+  run it all, scheduled:  make up   (Prefect UI :4200, MLflow UI :5000, model server :5001)
+  or serve the champion:  .venv/bin/llmseqrec serve --port 5001
+  query it:               curl -s 127.0.0.1:5001/invocations \\
+                            -H 'Content-Type: application/json' \\
+                            -d '{{"inputs": [{{"history": [1, 32, 260], "k": 5}}]}}'
+  MLflow UI alone:        .venv/bin/mlflow ui --backend-store-uri {stores.tracking_uri}""")
 
 
 @app.command()
