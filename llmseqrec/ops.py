@@ -111,6 +111,10 @@ def start(stores: Stores, service: Service, env: dict[str, str]) -> int:
         {"pid": process.pid, "command": service.command}))
     if service.health:
         wait_healthy(service.health, log)
+    else:  # no health URL: at least not dead on arrival
+        time.sleep(3)
+    if process.poll() is not None:
+        raise RuntimeError(f"{service.name} exited with code {process.returncode}: see {log}")
     return process.pid
 
 

@@ -124,8 +124,9 @@ def stack(movielens_slice, tmp_path_factory):
 
 
 def test_up_starts_the_servers_the_worker_and_the_deployments(stack):
+    logs = stack.stores.state_dir / "logs"
     for name in ("prefect-server", "mlflow-server", "prefect-worker", "model-server"):
-        assert running(stack.stores, name), name
+        assert running(stack.stores, name), (logs / f"{name}.log").read_text()[-3000:]
     assert requests.get(urls(stack.ports)["mlflow"] + "/health", timeout=10).ok
     deployments = stack.post("deployments/filter", {"limit": 20, "offset": 0})
     by_flow = {stack.get(f"flows/{d['flow_id']}")["name"]: d for d in deployments}
@@ -134,7 +135,7 @@ def test_up_starts_the_servers_the_worker_and_the_deployments(stack):
     assert not by_flow["retrain"]["schedules"]
     assert by_flow["retrain"]["parameters"]["state_dir"] == str(stack.stores.state_dir)
     # the model server waits for a champion instead of failing
-    log, deadline = stack.stores.state_dir / "logs" / "model-server.log", time.monotonic() + 120
+    log, deadline = logs / "model-server.log", time.monotonic() + 120
     while "waiting for a champion" not in log.read_text():
         assert time.monotonic() < deadline and running(stack.stores, "model-server")
         time.sleep(1)
@@ -232,10 +233,11 @@ class Queries(threading.Thread):
         self.join()
 
 
-def retrain_process(stack: Stack, log: Path, **kwargs) -> subprocess.Popen:
+def retrain_process(stack: Stack, log: Path, params: RetrainParams = TINY,
+                    **kwargs) -> subprocess.Popen:
     code = ("import sys; from flows.retrain import retrain, RetrainParams; "
             f"state = retrain(state_dir={str(stack.stores.state_dir)!r}, "
-            f"params=RetrainParams(**{TINY.model_dump()!r}), return_state=True, **{kwargs!r}); "
+            f"params=RetrainParams(**{params.model_dump()!r}), return_state=True, **{kwargs!r}); "
             "print('STATE', state.type.value, state.message); "
             "sys.exit(0 if state.is_completed() else 1)")
     with log.open("w") as out:
@@ -249,7 +251,9 @@ def lock_slots(stack: Stack) -> int:
 
 def test_two_retrains_started_together_run_one_after_the_other(stack, tmp_path):
     before = len(stack.versions())
-    first = retrain_process(stack, tmp_path / "first.log")
+    # the first holds the lock long enough for the others to find it taken
+    first = retrain_process(stack, tmp_path / "first.log",
+                            TINY.model_copy(update={"epochs": 300, "patience": 300}))
     deadline = time.monotonic() + 120
     while lock_slots(stack) == 0 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.5)
