@@ -13,7 +13,8 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.exceptions import ObjectAlreadyExists
 
-from flows.retrain import RetrainParams, ensure_retrain_lock
+from flows.params import RetrainParams
+from flows.retrain import ensure_retrain_lock
 
 POOL = "llmseqrec"
 SOURCE = Path(__file__).resolve().parents[1]  # the checkout the worker runs flows from

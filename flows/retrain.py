@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import mlflow
 import numpy as np
@@ -28,7 +27,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
-from pydantic import BaseModel, Field
 
 from features.store import (
     published_embedding_version,
@@ -36,6 +34,7 @@ from features.store import (
     register_model_features,
     store_config,
 )
+from flows.params import RetrainParams
 from llmseqrec.datasets import DatasetError
 from llmseqrec.settings import EXPERIMENT, MODEL_NAME, Stores, default_state_dir
 from serving.gate import GATED, Gate, decide, p95_latency_ms
@@ -61,30 +60,6 @@ RETRAIN_LOCK = "llmseqrec-retrain"  # the global concurrency limit (one slot) of
 LOCK_LEASE_S = float(os.environ.get("LLMSEQREC_LOCK_LEASE_S", "60"))
 
 
-class RetrainParams(BaseModel):
-    """The model, its training and the promotion gate."""
-
-    item_repr: Literal["id", "text", "hybrid"] = "hybrid"
-    max_len: int = Field(50, ge=2)
-    hidden: int = Field(64, ge=2)
-    layers: int = Field(2, ge=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    loss: Literal["ce", "sampled"] = "ce"
-    negatives: int = Field(256, ge=1)
-    whiten_text: bool = True
-    repeat_bias: bool = True
-    id_dropout: float = Field(0.5, ge=0, lt=1)
-    epochs: int = Field(100, ge=1)
-    patience: int = Field(5, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    seed: int = 42
-    warm_start: bool = True
-    margin: float = Field(0.01, description="Relative NDCG@10 gain needed over the champion")
-    slice_tolerance: float = Field(0.05, description="Relative tail/cold NDCG@10 loss allowed")
-    p95_ms: float = Field(50.0, description="Latency budget of one in-process query (p95)")
-
-
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking server does not answer."""
 
@@ -101,6 +76,7 @@ class Trained:
     popularity: np.ndarray
     start: str  # how training began: from scratch, or from the champion's weights
     embedding_version: str
+    evaluation_set: str  # the fingerprint of the split's test histories and targets
 
 
 def check_tracking(stores: Stores) -> None:
@@ -156,6 +132,14 @@ def model_config(params: RetrainParams, num_items: int, text: TextTable | None) 
         embedding_version=text.version if text is not None else "")
 
 
+def split_fingerprint(split: Split) -> str:
+    """Names the evaluation set: equal fingerprints, the same test histories and targets."""
+    digest = hashlib.sha256(np.asarray(split.test_target).tobytes())
+    for history in split.test_history:
+        digest.update(np.asarray(history).tobytes() + b"|")
+    return digest.hexdigest()[:12]
+
+
 @task(cache_policy=NO_CACHE)
 def train(stores: Stores, items: pd.DataFrame, params: RetrainParams, now: datetime,
           champion: Recommender | None) -> Trained:
@@ -180,15 +164,8 @@ def train(stores: Stores, items: pd.DataFrame, params: RetrainParams, now: datet
     result = train_model(split, cfg, train_cfg, text, init_state=init,
                          on_epoch=lambda r: log.info("epoch %(epoch)d loss %(loss).4f "
                                                      "valid ndcg@10 %(valid_ndcg_at_10).4f", r))
-    return Trained(result, index, split, popularity(split.train, len(index)), start, version)
-
-
-def split_fingerprint(split: Split) -> str:
-    """Names the evaluation set: equal fingerprints, the same test histories and targets."""
-    digest = hashlib.sha256(np.asarray(split.test_target).tobytes())
-    for history in split.test_history:
-        digest.update(np.asarray(history).tobytes() + b"|")
-    return digest.hexdigest()[:12]
+    return Trained(result, index, split, popularity(split.train, len(index)), start, version,
+                   split_fingerprint(split))
 
 
 @task(cache_policy=NO_CACHE)
@@ -202,7 +179,7 @@ def evaluate(trained: Trained, champion: Recommender | None) -> dict[str, dict[s
         out["champion"] = evaluate_test(remapped_scorer(
             champion.model, champion.index.item_ids, trained.index.item_ids, device()),
             split, counts)
-    get_run_logger().info("test ndcg@10 on evaluation set %s: %s", split_fingerprint(split),
+    get_run_logger().info("test ndcg@10 on evaluation set %s: %s", trained.evaluation_set,
                           ", ".join(f"{name} {m['test_ndcg_at_10']:.4f}"
                                     for name, m in out.items()))
     return out
@@ -224,7 +201,7 @@ def register(stores: Stores, items: pd.DataFrame, trained: Trained,
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(params | {"embedding_version": version, "start": trained.start,
                                     "best_epoch": trained.result.best_epoch,
-                                    "evaluation_set": split_fingerprint(trained.split)})
+                                    "evaluation_set": trained.evaluation_set})
         batches = stores.ledger.all().query("status == 'accepted'")
         mlflow.log_metrics({f"data_{k}": int(batches[k].sum()) for k in
                             ("rows_in", "rows_accepted", "rows_quarantined")}
@@ -275,7 +252,7 @@ def promote_if_better(stores: Stores, trained: Trained, evaluated: dict[str, dic
     numbers = {"p95_ms": p95, **{k: metrics[k] for k in GATED if k in metrics},
                **{f"champion_{k}": champion[k] for k in GATED if champion and k in champion}}
     promotion = promote(MODEL_NAME, registered, promoted, reason, numbers,
-                        evaluation_set=split_fingerprint(trained.split))
+                        evaluation_set=trained.evaluation_set)
     client = MlflowClient()
     client.log_metric(run_id, "p95_ms", p95)
     client.set_tag(run_id, "promotion", reason)
@@ -386,7 +363,7 @@ def retrain_locked(stores: Stores, params: RetrainParams, serving_url: str | Non
                "promoted": promotion.promoted, "reason": promotion.reason,
                "run_id": run_id, "start": trained.start,
                "best_epoch": trained.result.best_epoch,
-               "evaluation_set": split_fingerprint(trained.split),
+               "evaluation_set": trained.evaluation_set,
                "state_dir": str(stores.state_dir)}
     if serving_url:
         summary["served"] = check_served(stores, serving_url)

@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.embed_items import embed_items
 from flows.ingest import refresh_batch_users
-from flows.retrain import RetrainParams, retrain
+from flows.params import RetrainParams
+from flows.retrain import retrain
 from llmseqrec.datasets import BUNDLED_MOVIELENS, RawDataset, load_movielens
 from llmseqrec.ingest import BatchReport, content_hash, ingest_batch, ingest_catalog
 from llmseqrec.settings import Stores, default_state_dir
@@ -23,7 +24,7 @@ def load(data_dir: Path) -> RawDataset:
     return load_movielens(data_dir)
 
 
-@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE)  # no retries: a retried rejection would read as "already seen"
 def ingest(raw: RawDataset, data_dir: Path, stores: Stores) -> BatchReport:
     """The catalog, then the interaction log as one batch of the store (once per content)."""
     log = get_run_logger()

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
+from flows.params import RetrainParams
 from llmseqrec.datasets import BUNDLED_MOVIELENS, DatasetError
 from llmseqrec.settings import MODEL_NAME, Stores, default_state_dir
 
+DEFAULTS = RetrainParams()
 app = typer.Typer(help="LLM-enhanced sequential recommendation, run as MLOps.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -52,39 +55,43 @@ def run(
     encoder: Annotated[str | None, typer.Option(help="HF model id or local path")] = None,
     pooling: Annotated[str, typer.Option(help="mean, cls, or last (decoder LLMs)")] = "mean",
     prompt: Annotated[str, typer.Option(help="Template around each item text")] = "{text}",
-    item_repr: Annotated[str, typer.Option(help="id, text or hybrid")] = "hybrid",
+    item_repr: Annotated[str, typer.Option(help="id, text or hybrid")] = DEFAULTS.item_repr,
     loss: Annotated[str, typer.Option(help="ce (full softmax) or sampled (softmax over "
-                                           "--negatives uniform negatives)")] = "ce",
-    negatives: int = 256,
+                                           "--negatives uniform negatives)")] = DEFAULTS.loss,
+    negatives: int = DEFAULTS.negatives,
     whiten_text: Annotated[bool, typer.Option(help="PCA-whiten the LLM item embeddings "
-                                                   "before the adapter")] = True,
+                                                   "before the adapter")] = DEFAULTS.whiten_text,
     repeat_bias: Annotated[bool, typer.Option(help="Learn a score shift for the items "
-                                                   "already in a history")] = True,
+                                                   "already in a history")] = DEFAULTS.repeat_bias,
     id_dropout: Annotated[float, typer.Option(help="hybrid: share of ID rows left out in "
-                                                   "a training step")] = 0.5,
+                                                   "a training step")] = DEFAULTS.id_dropout,
     margin: Annotated[float, typer.Option(help="Relative NDCG@10 gain a challenger needs "
-                                               "over the champion")] = 0.01,
+                                               "over the champion")] = DEFAULTS.margin,
     p95_ms: Annotated[float, typer.Option(help="Latency budget of one in-process query "
-                                               "(p95, on an otherwise idle machine)")] = 50.0,
-    epochs: int = 100,
-    max_len: int = 50,
-    hidden: int = 64,
-    lr: float = 3e-3,
-    seed: int = 42,
+                                               "(p95, on an otherwise idle machine)")
+                      ] = DEFAULTS.p95_ms,
+    epochs: int = DEFAULTS.epochs,
+    max_len: int = DEFAULTS.max_len,
+    hidden: int = DEFAULTS.hidden,
+    lr: float = DEFAULTS.lr,
+    seed: int = DEFAULTS.seed,
 ) -> None:
     """Run the whole job once: validate, embed, publish features, train, register, promote."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
     from features.store import EmbeddingVersionError
-    from flows.retrain import RetrainParams
     from flows.train_pipeline import train_pipeline
     from llmseqrec.ingest import BatchRejected
 
     _quiet_tracebacks(DatasetError, BatchRejected, EmbeddingVersionError)
     stores = _stores(state_dir)
-    params = RetrainParams(item_repr=item_repr, loss=loss, negatives=negatives,
-                           whiten_text=whiten_text, repeat_bias=repeat_bias,
-                           id_dropout=id_dropout, margin=margin, p95_ms=p95_ms, epochs=epochs,
-                           max_len=max_len, hidden=hidden, lr=lr, seed=seed)
+    try:
+        params = RetrainParams(item_repr=item_repr, loss=loss, negatives=negatives,
+                               whiten_text=whiten_text, repeat_bias=repeat_bias,
+                               id_dropout=id_dropout, margin=margin, p95_ms=p95_ms,
+                               epochs=epochs, max_len=max_len, hidden=hidden, lr=lr, seed=seed)
+    except ValidationError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
     try:
         summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
                                  pooling=pooling, prompt=prompt, params=params)

@@ -1,11 +1,12 @@
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from ports import free_ports  # noqa: E402
 
 from llmseqrec.datasets import write_movielens_slice  # noqa: E402
 
@@ -25,6 +26,4 @@ def prefect_harness():
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]

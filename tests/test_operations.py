@@ -18,10 +18,12 @@ import pytest
 import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from ports import free_ports
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deployments import deploy_flows
-from flows.retrain import RETRAIN_LOCK, RetrainParams
+from flows.params import RetrainParams
+from flows.retrain import RETRAIN_LOCK
 from llmseqrec.ops import Ports, down, environment, running, up, urls
 from llmseqrec.replay import drop_next
 from llmseqrec.settings import MODEL_NAME, Stores
@@ -91,18 +93,6 @@ class Stack:
     def versions(self) -> list:
         return sorted(self.registry.search_model_versions(f"name='{MODEL_NAME}'"),
                       key=lambda v: int(v.version))
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +225,8 @@ class Queries(threading.Thread):
 
 def retrain_process(stack: Stack, log: Path, params: RetrainParams = TINY,
                     **kwargs) -> subprocess.Popen:
-    code = ("import sys; from flows.retrain import retrain, RetrainParams; "
+    code = ("import sys; from flows.params import RetrainParams; "
+            "from flows.retrain import retrain; "
             f"state = retrain(state_dir={str(stack.stores.state_dir)!r}, "
             f"params=RetrainParams(**{params.model_dump()!r}), return_state=True, **{kwargs!r}); "
             "print('STATE', state.type.value, state.message); "

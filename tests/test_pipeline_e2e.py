@@ -14,7 +14,7 @@ import requests
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from flows.retrain import RetrainParams
+from flows.params import RetrainParams
 from flows.train_pipeline import train_pipeline
 from llmseqrec.cli import app, serve_command
 from llmseqrec.settings import MODEL_NAME, Stores

@@ -8,20 +8,20 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 from mlflow import MlflowClient
+from ports import free_ports
 
-from llmseqrec.settings import MODEL_NAME
+from llmseqrec.ops import Service, down, start
+from llmseqrec.settings import MODEL_NAME, Stores
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ BIN = Path(sys.executable).parent
 MLFLOW_HOST = "mlflow.test"
 RUN_FLOWS = """
 import json, sys
-from flows.retrain import RetrainParams
+from flows.params import RetrainParams
 from flows.train_pipeline import train_pipeline
 data_dir, state_dir, params = json.loads(sys.argv[1])
 for _ in range(2):
@@ -44,12 +44,6 @@ TINY = {"hidden": 16, "layers": 1, "max_len": 20, "epochs": 2, "p95_ms": 2000.0}
 def chromium() -> str | None:
     names = [os.environ.get("LLMSEQREC_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"]
     return next((found for name in names if name and (found := shutil.which(name))), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -70,30 +64,6 @@ def run_group(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedP
     finally:
         stop_group(proc)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def healthy(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
-
-
-@contextmanager
-def serving(cmd: list[str], env: dict[str, str], health: str, log: Path) -> Iterator[None]:
-    """Run `cmd` in its own process group until `health` answers 200; stop the group on exit."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not healthy(health):
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"{health} silent: {log.read_text()[-3000:]}"
-            time.sleep(0.5)
-        yield
-    finally:
-        stop_group(proc)
 
 
 def capture(browser: str, url: str, png: Path, ready: Callable[[str], bool],
@@ -157,28 +127,31 @@ def uis(browser, movielens_slice, tmp_path_factory) -> Iterator[UIs]:
     before anything runs."""
     tmp = tmp_path_factory.mktemp("uis")
     state = tmp / "state"
-    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_port, mlflow_port = free_ports(2)
     prefect = f"http://127.0.0.1:{prefect_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env |= {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
             "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_API_URL": f"{prefect}/api",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}
-    with ExitStack() as servers:
-        servers.enter_context(serving(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-             "--port", str(prefect_port)], env, f"{prefect}/api/health", tmp / "prefect.log"))
+    stores = Stores(state)  # the servers' logs and pids go where `make up` puts them
+    try:
+        start(stores, Service("prefect-server", [
+            str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+            "--port", str(prefect_port)], f"{prefect}/api/health"), env)
         args = json.dumps([str(movielens_slice), str(state), TINY])
         ran = run_group([sys.executable, "-c", RUN_FLOWS, args], timeout=600, env=env, cwd=REPO)
         assert ran.returncode == 0, ran.stderr[-5000:]
         mlflow = f"http://127.0.0.1:{mlflow_port}"
-        servers.enter_context(serving(
-            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{state}/mlflow.db",
-             "--artifacts-destination", (state / "mlartifacts").as_uri(),
-             "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
-             "--allowed-hosts", f"{MLFLOW_HOST}:{mlflow_port},127.0.0.1:{mlflow_port}"],
-            env, f"{mlflow}/health", tmp / "mlflow.log"))
+        start(stores, Service("mlflow-server", [
+            str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{state}/mlflow.db",
+            "--artifacts-destination", (state / "mlartifacts").as_uri(),
+            "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
+            "--allowed-hosts", f"{MLFLOW_HOST}:{mlflow_port},127.0.0.1:{mlflow_port}"],
+            f"{mlflow}/health"), env)
         yield UIs(prefect, mlflow, mlflow_port, tmp)
+    finally:
+        down(stores)
 
 
 def test_mlflow_model_page_shows_the_versions_and_their_aliases(uis, browser):
