@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features.embeddings import embed_items
+from features.embeddings import embed_catalog
 from features.encoder import EncoderConfig, ItemEncoder, default_encoder
 from features.item_text import item_texts
 
@@ -53,14 +53,14 @@ def main() -> None:
     st.encode(texts[:128], batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as cache:
         started = time.perf_counter()
-        first = embed_items(items, ours, ("text",), Path(cache))
+        first = embed_catalog(items, ours, ("text",), Path(cache))
         ours_seconds = time.perf_counter() - started
         started = time.perf_counter()
         reference = st.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
                               convert_to_numpy=True)
         st_seconds = time.perf_counter() - started
         started = time.perf_counter()  # a new process's work: load the encoder config, hit cache
-        again = embed_items(items, ItemEncoder(cfg), ("text",), Path(cache))
+        again = embed_catalog(items, ItemEncoder(cfg), ("text",), Path(cache))
         rerun_seconds = time.perf_counter() - started
     assert first.encoded == len(items) and again.encoded == 0
     result = {

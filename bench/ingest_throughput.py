@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmseqrec.ingest import ingest_catalog, ingest_file
-from llmseqrec.settings import Stores
+from ingestion.batches import ingest_catalog, ingest_file
+from ingestion.state import Stores
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -6,7 +6,7 @@ baseline and every requested item representation are computed in the same run. R
 SASRec, the baseline users compare with, runs in its own environment: bench/recbole_sasrec.py.
 
     .venv/bin/python bench/quality.py --dataset scientific --item-repr id text hybrid \\
-        --seeds 1 2 3
+        --seeds 1 2 3   # every RetrainParams field is a flag too: --dropout 0.5, --lr 1e-3
     .venv/bin/torchrun --nproc_per_node 2 bench/quality.py --dataset beauty   # DDP
 """
 
@@ -26,15 +26,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features.embeddings import embed_items
+from features.embeddings import embed_catalog
 from features.encoder import EncoderConfig, ItemEncoder
 from features.item_text import DEFAULT_FIELDS
-from llmseqrec.datasets import load_movielens
-from llmseqrec.public_datasets import read_recbole_split, read_sequences
-from training.evaluate import evaluate_test, model_scorer, popularity_scorer
-from training.model import ModelConfig, TextTable
-from training.sequences import ItemIndex, Split, leave_one_out, popularity, user_sequences
-from training.train import TrainConfig, device, init_distributed, train_model
+from ingestion.published import read_recbole_split, read_sequences
+from ingestion.readers import load_movielens
+from training.model import TextTable
+from training.params import RetrainParams
+from training.retrain import compare, dataset, fit
+from training.sequences import ItemIndex
+from training.train import device, init_distributed
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -65,23 +66,26 @@ def load(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame | None, tuple[str, ..
 def text_table(items: pd.DataFrame, index: ItemIndex, fields: tuple[str, ...]) -> TextTable:
     """The bundled MiniLM's embedding of each item's text, cached in bench/.cache."""
     ordered = items.set_index("item_id").loc[index.item_ids].reset_index()
-    embedded = embed_items(ordered, ItemEncoder(EncoderConfig(max_length=256)), fields,
-                           BENCH / ".cache")
+    embedded = embed_catalog(ordered, ItemEncoder(EncoderConfig(max_length=256)), fields,
+                             BENCH / ".cache")
     return TextTable(torch.from_numpy(embedded.vectors), embedded.version)
 
 
-def train_and_test(split: Split, counts: np.ndarray, cfg: ModelConfig, train_cfg: TrainConfig,
-                   text: TextTable | None) -> dict:
-    result = train_model(split, cfg, train_cfg, text)
+def train_and_test(interactions: pd.DataFrame, items, text: TextTable | None,
+                   params: RetrainParams) -> tuple[dict, dict]:
+    """One fit and its test numbers; and the popularity baseline's on the same split."""
+    fitted = fit(interactions, items, text, params, progress=False)
+    compared = compare(fitted, None, fitted.split)
+    result = fitted.result
     epoch_seconds = [r["epoch_seconds"] for r in result.history]
-    return {"model": cfg.item_repr, "loss": cfg.loss, "seed": train_cfg.seed,
+    return {"model": params.item_repr, "loss": params.loss, "seed": params.seed,
             "best_epoch": result.best_epoch, "epochs_run": len(result.history),
             "mean_epoch_seconds": float(np.mean(epoch_seconds)),
             "seconds_to_best": float(sum(epoch_seconds[: result.best_epoch])),
             "valid_ndcg_at_10": result.history[result.best_epoch - 1]["valid_ndcg_at_10"],
             "valid_curve": [round(r["valid_ndcg_at_10"], 5) for r in result.history],
             "epoch_seconds": [round(t, 2) for t in epoch_seconds],
-            **evaluate_test(model_scorer(result.model, device()), split, counts)}
+            **compared["model"]}, compared["popularity"]
 
 
 def summarize(runs: list[dict]) -> dict[str, dict[str, list[float]]]:
@@ -99,28 +103,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", choices=["beauty", "scientific", "ml-latest-small"],
                         required=True)
-    parser.add_argument("--item-repr", nargs="+", default=["id"])
-    parser.add_argument("--loss", choices=["ce", "sampled"], default="ce")
-    parser.add_argument("--negatives", type=int, default=256)
+    parser.add_argument("--item-repr", nargs="+", default=["id"], choices=["id", "text", "hybrid"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=1)
-    parser.add_argument("--dropout", type=float, default=0.3)
-    parser.add_argument("--max-len", type=int, default=50)
-    parser.add_argument("--whiten-text", action="store_true",
-                        help="PCA-whiten the LLM embeddings")
-    parser.add_argument("--id-dropout", type=float, default=0.0,
-                        help="hybrid: share of ID rows left out in a training step")
-    parser.add_argument("--repeat-bias", action="store_true",
-                        help="learn a score shift for the items of the history")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    settings = parser.add_argument_group("retrain settings (RetrainParams; default its own)")
+    for name, field in RetrainParams.model_fields.items():
+        if name in ("item_repr", "seed"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            settings.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                  default=field.default, help=field.description)
+        else:
+            settings.add_argument(flag, type=type(field.default), default=field.default,
+                                  help=field.description)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -128,11 +125,12 @@ def main() -> None:
     rank, world = init_distributed()  # under torchrun: DDP, results from the first process
 
     interactions, items, fields = load(args.dataset)
-    index = ItemIndex.from_items(interactions["item_id"] if items is None else items["item_id"])
-    split = leave_one_out(user_sequences(interactions, index))
-    counts = popularity(split.train, len(index))
+    catalog = interactions["item_id"] if items is None else items["item_id"]
+    index, split = dataset(interactions, catalog)
     text = text_table(items, index, fields) if items is not None else None
-    runs = [{"model": "popularity", **evaluate_test(popularity_scorer(counts), split, counts)}]
+    base = RetrainParams(**{k: v for k, v in vars(args).items()
+                            if k in RetrainParams.model_fields}, warm_start=False)
+    runs = []
     result = {
         "benchmark": "quality", "dataset": args.dataset,
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
@@ -141,24 +139,16 @@ def main() -> None:
         "protocol": "leave-one-out, full ranking over all items; test_* exclude the items of "
                     "the history, test_unfiltered_* do not; slices by the target's training "
                     "popularity (head: top 20% of items, cold: <= 4 training interactions)",
-        "users": len(split.test_target), "items": len(index), "settings": vars(args),
+        "users": len(split.test_target), "items": len(index),
+        "settings": vars(args) | {"params": base.model_dump()},
     }
     name = f"quality-{args.dataset}-{'-'.join(args.item_repr)}-{args.loss}{args.tag}.json"
     started = time.perf_counter()
     for item_repr in args.item_repr:
         for seed in args.seeds:
-            cfg = ModelConfig(num_items=len(index), max_len=args.max_len, hidden=args.hidden,
-                              layers=args.layers, heads=args.heads, dropout=args.dropout,
-                              item_repr=item_repr, loss=args.loss, negatives=args.negatives,
-                              whiten_text=args.whiten_text and item_repr != "id",
-                              repeat_bias=args.repeat_bias, id_dropout=args.id_dropout,
-                              text_dim=0 if item_repr == "id" else text.vectors.shape[1],
-                              embedding_version="" if item_repr == "id" else text.version)
-            train_cfg = TrainConfig(epochs=args.epochs, patience=args.patience, lr=args.lr,
-                                    weight_decay=args.weight_decay,
-                                    batch_size=args.batch_size, seed=seed, progress=False)
-            runs.append(train_and_test(split, counts, cfg, train_cfg,
-                                       None if item_repr == "id" else text))
+            params = base.model_copy(update={"item_repr": item_repr, "seed": seed})
+            run, baseline = train_and_test(interactions, catalog, text, params)
+            runs += [run] if runs else [{"model": "popularity", **baseline}, run]
             if rank == 0:  # written after every run: a long benchmark keeps what it measured
                 print(json.dumps({k: v for k, v in runs[-1].items() if k in SUMMARY}),
                       flush=True)
@@ -169,6 +159,7 @@ def main() -> None:
                 (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     if rank == 0:
         print(json.dumps(result["summary"], indent=2))
+
 
 if __name__ == "__main__":
     main()

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from llmseqrec.datasets import write_movielens_slice
+from ingestion.readers import write_movielens_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -446,18 +446,19 @@ def ddp_worker(data: Path, out: Path, epochs: int) -> None:
     import torch
     import torch.distributed as dist
 
-    from llmseqrec.datasets import load_movielens
-    from training.model import ModelConfig
+    from ingestion.readers import load_movielens
+    from training.params import RetrainParams
     from training.sequences import ItemIndex, leave_one_out, user_sequences
-    from training.train import TrainConfig, train_model
+    from training.train import train_model
 
     raw = load_movielens(data)
     index = ItemIndex.from_items(raw.items["item_id"])
     split = leave_one_out(user_sequences(raw.interactions, index))
-    cfg = ModelConfig(num_items=len(index), dropout=0.0, item_repr="id")  # no dropout: the
-    started = time.perf_counter()  # same curve in one process and in two
-    result = train_model(split, cfg, TrainConfig(epochs=epochs, patience=epochs, lr=3e-3,
-                                                 progress=False))
+    # no dropout (nor the random parts it takes): the same curve in one process and in two
+    params = RetrainParams(item_repr="id", dropout=0.0, repeat_bias=False, epochs=epochs,
+                           patience=epochs, lr=3e-3)
+    started = time.perf_counter()
+    result = train_model(split, params.model(len(index), None), params.training(progress=False))
     seconds = time.perf_counter() - started
     world = dist.get_world_size() if dist.is_initialized() else 1
     if not dist.is_initialized() or dist.get_rank() == 0:

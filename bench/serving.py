@@ -40,11 +40,13 @@ import numpy as np
 import torch
 
 from features.store import store_config
+from ingestion.published import read_recbole_split
+from ingestion.state import Stores
 from llmseqrec.cli import serve_command
-from llmseqrec.public_datasets import read_recbole_split
-from llmseqrec.settings import EXPERIMENT, MODEL_NAME, Stores
 from serving.recommender import Recommender, save_bundle
 from serving.registry import (
+    EXPERIMENT,
+    MODEL_NAME,
     PACKAGE_ROOT,
     alias_challenger,
     log_recommender,
@@ -53,6 +55,7 @@ from serving.registry import (
 )
 from serving.schema import Query
 from training.model import ModelConfig, SeqRec, TextTable
+from training.params import RetrainParams
 from training.sequences import ItemIndex, popularity, user_sequences
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -93,19 +96,20 @@ class Served:
     pid: int  # of `mlflow models serve`, the root of the server's process tree
 
 
-def scientific_bundle(path: Path, seed: int) -> tuple[ItemIndex, ModelConfig]:
-    """The recommender bundle over the Scientific catalog, untrained (seeded init)."""
+def scientific_bundle(path: Path, seed: int) -> tuple[ItemIndex, ModelConfig, Callable]:
+    """The recommender bundle over the Scientific catalog, untrained (seeded init), with the
+    model settings of `make run`; and how to log it (feature store config, example history)."""
     interactions, items = read_recbole_split(DATA, "Scientific")
     index = ItemIndex.from_items(items["item_id"])
     titles = items.set_index("item_id").loc[index.item_ids, "text"].tolist()
     counts = popularity(user_sequences(interactions, index), len(index))
-    cfg = ModelConfig(num_items=len(index), max_len=HISTORY, hidden=64, layers=2,
-                      item_repr="hybrid", text_dim=384, embedding_version=EMBEDDING_VERSION,
-                      whiten_text=True, repeat_bias=True, id_dropout=0.5)  # as `make run`
     torch.manual_seed(seed)
-    text = TextTable(torch.randn(len(index), cfg.text_dim), EMBEDDING_VERSION)
-    save_bundle(path, SeqRec(cfg, text), index, titles, counts, EMBEDDING_VERSION)
-    return index, cfg
+    text = TextTable(torch.randn(len(index), 384), EMBEDDING_VERSION)
+    cfg = RetrainParams(max_len=HISTORY).model(len(index), text)
+    model = SeqRec(cfg, text)
+    save_bundle(path, model, index, titles, counts, EMBEDDING_VERSION)
+    return index, cfg, lambda config, example: log_recommender(
+        model, index, titles, counts, EMBEDDING_VERSION, config, example)
 
 
 def register_champion(stores: Stores, log_model: Callable[[], str]) -> None:
@@ -444,11 +448,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         model_stores, floor_stores = Stores(tmp / "model"), Stores(tmp / "floor")
-        bundle, config = tmp / "recommender.pt", tmp / "feature_store.yaml"
-        index, cfg = scientific_bundle(bundle, args.seed)
-        config.write_text(store_config(model_stores.state_dir))
+        bundle = tmp / "recommender.pt"
+        index, cfg, log_model = scientific_bundle(bundle, args.seed)
+        config = store_config(model_stores.state_dir)
         example = random_histories(index, 1, rng)[0]
-        register_champion(model_stores, lambda: log_recommender(bundle, config, example))
+        register_champion(model_stores, lambda: log_model(config, example))
         print("in-process predict ...", flush=True)
         recommender = Recommender()
         recommender.load(bundle)

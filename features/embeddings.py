@@ -31,7 +31,7 @@ def embedding_version(encoder: ItemEncoder, fields: tuple[str, ...]) -> str:
     return f"{Path(encoder.name).name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
-def embed_items(items: pd.DataFrame, encoder: ItemEncoder, fields: tuple[str, ...],
+def embed_catalog(items: pd.DataFrame, encoder: ItemEncoder, fields: tuple[str, ...],
                 cache_dir: Path) -> ItemEmbeddings:
     """Vectors of every item, encoding only the texts the cache of this version lacks."""
     version = embedding_version(encoder, fields)

@@ -13,8 +13,8 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.exceptions import ObjectAlreadyExists
 
-from flows.params import RetrainParams
 from flows.retrain import ensure_retrain_lock
+from training.params import RetrainParams
 
 POOL = "llmseqrec"
 SOURCE = Path(__file__).resolve().parents[1]  # the checkout the worker runs flows from

@@ -16,13 +16,13 @@ from features.embeddings import ItemEmbeddings
 from features.encoder import EncoderConfig, ItemEncoder
 from features.item_text import DEFAULT_FIELDS
 from features.store import publish_item_embeddings
-from llmseqrec.datasets import DatasetError
-from llmseqrec.settings import Stores, default_state_dir
+from ingestion.readers import DatasetError
+from ingestion.state import Stores, default_state_dir
 
 
 @task(cache_policy=NO_CACHE)
 def encode(items: pd.DataFrame, encoder: EncoderConfig, stores: Stores) -> ItemEmbeddings:
-    embedded = embeddings.embed_items(items, ItemEncoder(encoder), DEFAULT_FIELDS,
+    embedded = embeddings.embed_catalog(items, ItemEncoder(encoder), DEFAULT_FIELDS,
                                       stores.state_dir / "embeddings")
     get_run_logger().info("embedding version %s: %d of %d items encoded, the rest cached",
                           embedded.version, embedded.encoded, len(items))

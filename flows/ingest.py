@@ -10,8 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from features.store import refresh_user_features
-from llmseqrec.drift import DriftThresholds
-from llmseqrec.ingest import (
+from ingestion.batches import (
     BatchesRejected,
     BatchRejected,
     BatchReport,
@@ -19,7 +18,8 @@ from llmseqrec.ingest import (
     batch_user_histories,
     ingest_file,
 )
-from llmseqrec.settings import Stores, default_state_dir
+from ingestion.drift import DriftThresholds
+from ingestion.state import Stores, default_state_dir
 
 BATCH_SUFFIXES = {".csv", ".parquet", ".jsonl", ".ndjson"}
 

@@ -11,9 +11,9 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.embed_items import embed_items
 from flows.ingest import ingest_inbox
-from flows.params import RetrainParams
 from flows.retrain import retrain
-from llmseqrec.settings import Stores, default_state_dir
+from ingestion.state import Stores, default_state_dir
+from training.params import RetrainParams
 
 
 @flow(name="nightly")

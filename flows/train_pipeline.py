@@ -12,11 +12,11 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.embed_items import embed_items
 from flows.ingest import refresh_batch_users
-from flows.params import RetrainParams
 from flows.retrain import retrain
-from llmseqrec.datasets import BUNDLED_MOVIELENS, RawDataset, load_movielens
-from llmseqrec.ingest import BatchReport, content_hash, ingest_batch, ingest_catalog
-from llmseqrec.settings import Stores, default_state_dir
+from ingestion.batches import BatchReport, content_hash, ingest_batch, ingest_catalog
+from ingestion.readers import BUNDLED_MOVIELENS, RawDataset, load_movielens
+from ingestion.state import Stores, default_state_dir
+from training.params import RetrainParams
 
 
 @task(cache_policy=NO_CACHE)

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
-from flows.params import RetrainParams
-from llmseqrec.datasets import BUNDLED_MOVIELENS, DatasetError
-from llmseqrec.settings import MODEL_NAME, Stores, default_state_dir
+from ingestion.readers import BUNDLED_MOVIELENS, DatasetError
+from ingestion.state import Stores, default_state_dir
+from training.params import RetrainParams
+from training.retrain import NothingToTrain
 
-DEFAULTS = RetrainParams()
 app = typer.Typer(help="LLM-enhanced sequential recommendation, run as MLOps.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -48,54 +51,51 @@ def _stores(state_dir: Path | None) -> Stores:
     return Stores(state_dir.resolve() if state_dir else default_state_dir())
 
 
+def with_params(command: Callable) -> Callable:
+    """Give `command` one option per RetrainParams field (its default and description), and
+    call it with the validated `params`; a value out of range is a clear error (exit 2)."""
+    fields = RetrainParams.model_fields
+    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                 annotation=Annotated[f.annotation, typer.Option(
+                                     help=f.description, rich_help_panel="Retrain settings")])
+               for name, f in fields.items()]
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "params"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        try:
+            params = RetrainParams(**{k: kwargs.pop(k) for k in fields})
+        except ValidationError as e:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        return command(params=params, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(own + options)
+    return wrapper
+
+
 @app.command()
+@with_params
 def run(
     data_dir: Annotated[Path, typer.Option(help="MovieLens-format data")] = BUNDLED_MOVIELENS,
     state_dir: StateDir = None,
     encoder: Annotated[str | None, typer.Option(help="HF model id or local path")] = None,
     pooling: Annotated[str, typer.Option(help="mean, cls, or last (decoder LLMs)")] = "mean",
     prompt: Annotated[str, typer.Option(help="Template around each item text")] = "{text}",
-    item_repr: Annotated[str, typer.Option(help="id, text or hybrid")] = DEFAULTS.item_repr,
-    loss: Annotated[str, typer.Option(help="ce (full softmax) or sampled (softmax over "
-                                           "--negatives uniform negatives)")] = DEFAULTS.loss,
-    negatives: int = DEFAULTS.negatives,
-    whiten_text: Annotated[bool, typer.Option(help="PCA-whiten the LLM item embeddings "
-                                                   "before the adapter")] = DEFAULTS.whiten_text,
-    repeat_bias: Annotated[bool, typer.Option(help="Learn a score shift for the items "
-                                                   "already in a history")] = DEFAULTS.repeat_bias,
-    id_dropout: Annotated[float, typer.Option(help="hybrid: share of ID rows left out in "
-                                                   "a training step")] = DEFAULTS.id_dropout,
-    margin: Annotated[float, typer.Option(help="Relative NDCG@10 gain a challenger needs "
-                                               "over the champion")] = DEFAULTS.margin,
-    p95_ms: Annotated[float, typer.Option(help="Latency budget of one in-process query "
-                                               "(p95, on an otherwise idle machine)")
-                      ] = DEFAULTS.p95_ms,
-    epochs: int = DEFAULTS.epochs,
-    max_len: int = DEFAULTS.max_len,
-    hidden: int = DEFAULTS.hidden,
-    lr: float = DEFAULTS.lr,
-    seed: int = DEFAULTS.seed,
+    params: RetrainParams | None = None,
 ) -> None:
     """Run the whole job once: validate, embed, publish features, train, register, promote."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
     from features.store import EmbeddingVersionError
     from flows.train_pipeline import train_pipeline
-    from llmseqrec.ingest import BatchRejected
+    from ingestion.batches import BatchRejected
 
-    _quiet_tracebacks(DatasetError, BatchRejected, EmbeddingVersionError)
+    _quiet_tracebacks(DatasetError, BatchRejected, EmbeddingVersionError, NothingToTrain)
     stores = _stores(state_dir)
-    try:
-        params = RetrainParams(item_repr=item_repr, loss=loss, negatives=negatives,
-                               whiten_text=whiten_text, repeat_bias=repeat_bias,
-                               id_dropout=id_dropout, margin=margin, p95_ms=p95_ms,
-                               epochs=epochs, max_len=max_len, hidden=hidden, lr=lr, seed=seed)
-    except ValidationError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2) from None
     try:
         summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
                                  pooling=pooling, prompt=prompt, params=params)
-    except (DatasetError, BatchRejected, EmbeddingVersionError) as e:
+    except (DatasetError, BatchRejected, EmbeddingVersionError, NothingToTrain) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(summary, indent=2))
@@ -122,7 +122,7 @@ def ingest(state_dir: StateDir = None,
     """Ingest every new file in the inbox (<state dir>/inbox) with the ingest-inbox flow."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.ingest import ingest_inbox
-    from llmseqrec.ingest import BatchesRejected, BatchRejected
+    from ingestion.batches import BatchesRejected, BatchRejected
 
     _quiet_tracebacks(DatasetError, BatchRejected, BatchesRejected)
     stores = _stores(state_dir)
@@ -153,31 +153,22 @@ def evaluate(version: Annotated[str, typer.Argument(
              state_dir: StateDir = None) -> None:
     """Test metrics of a registered version on the store's current leave-one-out split (full
     ranking, with and without seen items, head/tail/cold slices), beside popularity."""
-    import tempfile
-
     import mlflow
 
-    from serving.recommender import Recommender
-    from serving.registry import registered_bundle
-    from training.evaluate import evaluate_test, model_scorer, popularity_scorer
-    from training.sequences import leave_one_out, popularity, user_sequences
-    from training.train import device
+    from serving.registry import MODEL_NAME, load_recommender
+    from training.retrain import compare, dataset
 
     stores = _stores(state_dir)
     mlflow.set_tracking_uri(stores.tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = registered_bundle(MODEL_NAME, version, Path(tmp))
-        if bundle is None:
-            typer.secho(f"error: no version {version!r} of {MODEL_NAME}", fg="red", err=True)
-            raise typer.Exit(1)
-        recommender = Recommender()
-        recommender.load(bundle)
-    split = leave_one_out(user_sequences(stores.store.read(), recommender.index))
-    counts = popularity(split.train, len(recommender.index))
-    metrics = evaluate_test(model_scorer(recommender.model, device()), split, counts)
-    baseline = evaluate_test(popularity_scorer(counts), split, counts)
+    recommender = load_recommender(MODEL_NAME, version)
+    if recommender is None:
+        typer.secho(f"error: no version {version!r} of {MODEL_NAME}", fg="red", err=True)
+        raise typer.Exit(1)
+    _, split = dataset(stores.store.read(), recommender.index.item_ids)
+    compared = compare(recommender, None, split)
     typer.echo(json.dumps({"version": version, "users": len(split.test_target),
-                           "model": metrics, "popularity": baseline}, indent=2))
+                           "model": compared["model"], "popularity": compared["popularity"]},
+                          indent=2))
 
 
 @app.command()
@@ -186,6 +177,7 @@ def rollback(state_dir: StateDir = None) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from serving.registry import MODEL_NAME
     from serving.registry import rollback as roll_back
 
     mlflow.set_tracking_uri(_stores(state_dir).tracking_uri)
@@ -201,6 +193,8 @@ def serve_command(stores: Stores, port: int, host: str = "127.0.0.1",
                   workers: int | None = None) -> tuple[list[str], dict]:
     """`mlflow models serve` of the champion, following the alias (a new champion is served
     within seconds, without a restart), and the environment it needs."""
+    from serving.registry import MODEL_NAME
+
     bin_dir = str(Path(sys.executable).parent)
     env = os.environ | {"MLFLOW_TRACKING_URI": stores.tracking_uri,
                         "LLMSEQREC_FOLLOW": f"{MODEL_NAME}@champion",
@@ -215,6 +209,8 @@ def wait_for_champion(stores: Stores, every_s: float = 5) -> None:
     """Block until the registry has a champion (the tracking server may be starting too)."""
     import mlflow
     from mlflow import MlflowClient
+
+    from serving.registry import MODEL_NAME
 
     mlflow.set_tracking_uri(stores.tracking_uri)
     said = False

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from llmseqrec.settings import Stores
+from ingestion.state import Stores
 
 HOST = "127.0.0.1"
 

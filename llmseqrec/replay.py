@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmseqrec.datasets import BUNDLED_MOVIELENS, load_movielens
-from llmseqrec.ingest import ingest_catalog
-from llmseqrec.settings import Stores
+from ingestion.batches import ingest_catalog
+from ingestion.readers import BUNDLED_MOVIELENS, load_movielens
+from ingestion.state import Stores
 
 
 def plan_replay(stores: Stores, data_dir: Path = BUNDLED_MOVIELENS, days: int = 14,

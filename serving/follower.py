@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 from serving.recommender import Recommender
+from serving.registry import load_recommender
 from serving.schema import Answer, Query
 
 FOLLOW = "LLMSEQREC_FOLLOW"  # "<registered model>@<alias>": follow it; unset: serve as loaded
@@ -61,12 +61,7 @@ class AliasFollower(mlflow.pyfunc.PythonModel):
         if target.run_id == self.run_id:
             self.serving = (self.serving[0], str(target.version))
             return
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = Path(mlflow.artifacts.download_artifacts(
-                f"models:/{self.name}/{target.version}", dst_path=tmp))
-            recommender = Recommender()
-            recommender.load(model_dir / "artifacts" / "recommender.pt",
-                             model_dir / "artifacts" / "feature_store.yaml")
+        recommender = load_recommender(self.name, str(target.version), with_features=True)
         self.run_id = target.run_id
         self.serving = (recommender, str(target.version))
         log.warning("now serving %s version %s (%s)", self.name, target.version, self.alias)

@@ -9,6 +9,7 @@ import numpy as np
 
 from serving.recommender import Recommender
 from serving.schema import Query
+from training.params import RetrainParams
 
 SLICES = ("tail", "cold")
 GATED = ("test_ndcg_at_10", *(f"test_{name}_ndcg_at_10" for name in SLICES))  # the numbers
@@ -18,9 +19,14 @@ GATED = ("test_ndcg_at_10", *(f"test_{name}_ndcg_at_10" for name in SLICES))  # 
 class Gate:
     """What a challenger must show, on the evaluation set the champion is scored on too."""
 
-    margin: float = 0.01  # relative gain in test NDCG@10 over the champion's
-    slice_tolerance: float = 0.05  # relative loss allowed in tail and cold NDCG@10
-    p95_ms: float = 50.0  # latency budget: one query, in-process predict
+    margin: float  # relative gain in test NDCG@10 over the champion's
+    slice_tolerance: float  # relative loss allowed in tail and cold NDCG@10
+    p95_ms: float  # latency budget: one query, in-process predict
+
+    @classmethod
+    def of(cls, params: RetrainParams) -> Gate:
+        return cls(margin=params.margin, slice_tolerance=params.slice_tolerance,
+                   p95_ms=params.p95_ms)
 
 
 def p95_latency_ms(recommender: Recommender, histories: list[list[int]], k: int = 10,

@@ -1,20 +1,31 @@
-"""Log the recommender to MLflow, register it, and promote it to champion when it is better."""
+"""The registered recommender: log it to MLflow, register it, load a version back, and
+promote it to champion when it is better. The one place that knows the logged model's layout."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from serving.recommender import Recommender, save_bundle
 from serving.schema import Query
+from training.model import SeqRec
+from training.sequences import ItemIndex
 
+MODEL_NAME = "llmseqrec"  # the registered model
+EXPERIMENT = "llmseqrec"  # the MLflow experiment of its runs
 MODEL_CODE = Path(__file__).resolve().parent / "model_code.py"
 PACKAGE_ROOT = MODEL_CODE.parents[1]
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# the logged model's artifacts: <model dir>/artifacts/<file>
+BUNDLE = "recommender.pt"  # weights, catalog, titles, popularity (serving.recommender)
+FEATURE_STORE = "feature_store.yaml"  # where `user_id` queries read recent items
 
 
 @dataclass(frozen=True)
@@ -24,31 +35,41 @@ class Promotion:
     reason: str
 
 
-def log_recommender(bundle: Path, feature_store_config: Path, example_history: list[int]) -> str:
+def log_recommender(model: SeqRec, index: ItemIndex, titles: list[str], popularity: np.ndarray,
+                    embedding_version: str, feature_store_config: str,
+                    example_history: list[int]) -> str:
     """Log the pyfunc (code, bundle, feature store config, signature, input example) in the
     active run; its URI."""
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(MODEL_CODE),
-        artifacts={"bundle": str(bundle), "feature_store": str(feature_store_config)},
-        code_paths=[str(PACKAGE_ROOT / p) for p in ("training", "serving", "features")],
-        input_example=[Query(history=example_history, k=10).model_dump()],
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, config = Path(tmp) / BUNDLE, Path(tmp) / FEATURE_STORE
+        save_bundle(bundle, model, index, titles, popularity, embedding_version)
+        config.write_text(feature_store_config)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts={"bundle": str(bundle), "feature_store": str(config)},
+            code_paths=[str(PACKAGE_ROOT / p) for p in ("training", "serving", "features")],
+            input_example=[Query(history=example_history, k=10).model_dump()],
+        )
     return info.model_uri
 
 
-def registered_bundle(name: str, ref: str, dest: Path) -> Path | None:
-    """The recommender bundle of version `ref` (a number, or an alias such as 'champion'),
-    downloaded into `dest`; None when there is no such version."""
+def load_recommender(name: str, ref: str, with_features: bool = False) -> Recommender | None:
+    """Version `ref` of `name` (a number, or an alias such as 'champion') as a Recommender
+    (reading the feature store for `user_id` queries when `with_features`); None when there is
+    no such version."""
     client = MlflowClient()
     try:
         version = (client.get_model_version(name, ref) if ref.isdigit()
                    else client.get_model_version_by_alias(name, ref))
     except MlflowException:
         return None
-    model_dir = mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}",
-                                                    dst_path=dest)
-    return Path(model_dir) / "artifacts" / "recommender.pt"
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = Path(mlflow.artifacts.download_artifacts(
+            f"models:/{name}/{version.version}", dst_path=tmp)) / "artifacts"
+        recommender = Recommender()
+        recommender.load(artifacts / BUNDLE, artifacts / FEATURE_STORE if with_features else None)
+    return recommender
 
 
 def register_version(model_uri: str, name: str) -> str:

@@ -8,7 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ports import free_ports  # noqa: E402
 
-from llmseqrec.datasets import write_movielens_slice  # noqa: E402
+from ingestion.readers import write_movielens_slice  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import torch.distributed as dist
+from configs import model_config, train_config
 
-from training.model import ModelConfig
 from training.sequences import leave_one_out
-from training.train import TrainConfig, train_model
+from training.train import train_model
 
 
 def synthetic_split(users: int = 40, items: int = 30, seed: int = 0):
@@ -26,10 +26,9 @@ def synthetic_split(users: int = 40, items: int = 30, seed: int = 0):
 
 
 def curve(epochs: int = 3) -> list[float]:
-    cfg = ModelConfig(num_items=30, max_len=8, hidden=16, layers=1, heads=2, dropout=0.0,
-                      item_repr="id")
-    result = train_model(synthetic_split(), cfg, TrainConfig(epochs=epochs, batch_size=16,
-                                                            patience=epochs, progress=False))
+    cfg = model_config(num_items=30, max_len=8, hidden=16, layers=1, heads=2, dropout=0.0)
+    result = train_model(synthetic_split(), cfg, train_config(epochs=epochs, batch_size=16,
+                                                             patience=epochs))
     return [row["loss"] for row in result.history]
 
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from data_checks.validate import validate_interactions, validate_items
-from llmseqrec.datasets import DatasetError, load_movielens
+from ingestion.readers import DatasetError, load_movielens
 
 NOW = int(time.time())
 GOOD = {"user_id": "1", "item_id": "10", "timestamp": "1260759144", "rating": "4.0"}

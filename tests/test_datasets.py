@@ -4,14 +4,14 @@ import json
 import pandas as pd
 import pytest
 
-from llmseqrec.datasets import DatasetError, load_movielens, read_interaction_batch
-from llmseqrec.public_datasets import (
+from ingestion.published import (
     load_amazon_reviews,
     load_recbole_atomic,
     read_recbole_split,
     read_sequences,
     with_integer_ids,
 )
+from ingestion.readers import DatasetError, load_movielens, read_interaction_batch
 
 
 def test_sequence_file_keeps_the_order_of_each_line(tmp_path):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer, LlamaConfig, LlamaModel
 
-from features.embeddings import embed_items, embedding_version, similar_items
+from features.embeddings import embed_catalog, embedding_version, similar_items
 from features.encoder import EncoderConfig, ItemEncoder, default_encoder
 from features.item_text import item_texts
 from features.store import (
@@ -71,13 +71,13 @@ def test_decoder_llm_with_last_token_pooling(tiny_decoder):
 def test_only_new_or_changed_items_are_encoded(tmp_path):
     encoder = ItemEncoder()
     items = pd.DataFrame({"item_id": [1, 2, 3], "title": ["Heat", "Up", "Alien"]})
-    first = embed_items(items, encoder, ("title",), tmp_path)
+    first = embed_catalog(items, encoder, ("title",), tmp_path)
     assert first.encoded == 3
-    again = embed_items(items, encoder, ("title",), tmp_path)
+    again = embed_catalog(items, encoder, ("title",), tmp_path)
     assert again.encoded == 0 and again.version == first.version
     np.testing.assert_array_equal(again.vectors, first.vectors)
     changed = pd.DataFrame({"item_id": [1, 2, 3, 4], "title": ["Heat", "Up!", "Alien", "Jaws"]})
-    delta = embed_items(changed, encoder, ("title",), tmp_path)
+    delta = embed_catalog(changed, encoder, ("title",), tmp_path)
     assert delta.encoded == 2  # item 2 changed, item 4 is new
     np.testing.assert_array_equal(delta.vectors[[0, 2]], first.vectors[[0, 2]])
     assert not np.allclose(delta.vectors[1], first.vectors[1])

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llmseqrec.ingest import BatchRejected, ingest_catalog, ingest_file
-from llmseqrec.settings import Stores
+from ingestion.batches import BatchRejected, ingest_catalog, ingest_file
+from ingestion.state import Stores
 
 T0 = 1_400_000_000
 

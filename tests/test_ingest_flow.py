@@ -8,9 +8,9 @@ from prefect.client.orchestration import get_client
 
 from features.store import feature_store, read_recent_items
 from flows.ingest import ingest_inbox
-from llmseqrec.drift import drift_summary, js_divergence
+from ingestion.drift import drift_summary, js_divergence
+from ingestion.state import Stores
 from llmseqrec.replay import drop_next
-from llmseqrec.settings import Stores
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.evaluate import (
-    evaluate,
+    evaluate_targets,
     evaluate_test,
     item_slices,
     popularity_scorer,
@@ -37,7 +37,7 @@ def test_seen_items_are_excluded_from_the_ranking():
     assert ranks.tolist() == [0, 2]
     ranks_all = rank_targets(popularity_scorer(counts), histories, targets, exclude_seen=False)
     assert ranks_all.tolist() == [2, 2]
-    assert evaluate(popularity_scorer(counts), histories, targets)["recall_at_10"] == 1.0
+    assert evaluate_targets(popularity_scorer(counts), histories, targets)["recall_at_10"] == 1.0
 
 
 def test_item_slices_split_the_catalog_by_training_popularity():
@@ -66,11 +66,13 @@ def test_test_metrics_per_slice_are_those_of_its_users():
 
 
 def test_a_model_of_another_catalog_is_scored_on_ours():
+    from configs import model_config
+
     from training.evaluate import remapped_scorer
-    from training.model import ModelConfig, SeqRec
+    from training.model import SeqRec
 
     torch.manual_seed(0)
-    old = SeqRec(ModelConfig(num_items=3, max_len=4, hidden=8, layers=1, item_repr="id")).eval()
+    old = SeqRec(model_config(num_items=3, max_len=4, hidden=8, layers=1)).eval()
     old_items = np.array([10, 20, 30])  # its ids 1..3
     ours = np.array([10, 15, 30])  # 20 left, 15 is new: our ids 1..3
     scores = remapped_scorer(old, old_items, ours, torch.device("cpu"))([np.array([1, 3])])

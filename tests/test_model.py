@@ -3,6 +3,7 @@ from dataclasses import fields
 
 import pytest
 import torch
+from configs import model_config
 
 from training.model import (
     EmbeddingVersionError,
@@ -16,9 +17,9 @@ from training.model import (
 
 
 def tiny(**overrides) -> ModelConfig:
-    return ModelConfig(**({"num_items": 30, "max_len": 8, "hidden": 16, "layers": 2, "heads": 2,
-                           "dropout": 0.0, "item_repr": "hybrid", "text_dim": 12,
-                           "embedding_version": "v1"} | overrides))
+    return model_config(**({"num_items": 30, "max_len": 8, "hidden": 16, "layers": 2, "heads": 2,
+                            "dropout": 0.0, "item_repr": "hybrid", "text_dim": 12,
+                            "embedding_version": "v1"} | overrides))
 
 
 def text_table(cfg: ModelConfig, version: str = "v1") -> TextTable:

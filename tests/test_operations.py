@@ -22,11 +22,12 @@ from ports import free_ports
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deployments import deploy_flows
-from flows.params import RetrainParams
 from flows.retrain import RETRAIN_LOCK
+from ingestion.state import Stores
 from llmseqrec.ops import Ports, down, environment, running, up, urls
 from llmseqrec.replay import drop_next
-from llmseqrec.settings import MODEL_NAME, Stores
+from serving.registry import MODEL_NAME
+from training.params import RetrainParams
 
 pytestmark = pytest.mark.e2e
 TINY = RetrainParams(hidden=16, layers=1, max_len=20, epochs=3, p95_ms=2000.0)
@@ -225,7 +226,7 @@ class Queries(threading.Thread):
 
 def retrain_process(stack: Stack, log: Path, params: RetrainParams = TINY,
                     **kwargs) -> subprocess.Popen:
-    code = ("import sys; from flows.params import RetrainParams; "
+    code = ("import sys; from training.params import RetrainParams; "
             "from flows.retrain import retrain; "
             f"state = retrain(state_dir={str(stack.stores.state_dir)!r}, "
             f"params=RetrainParams(**{params.model_dump()!r}), return_state=True, **{kwargs!r}); "

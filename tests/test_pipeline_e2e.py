@@ -14,10 +14,11 @@ import requests
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from flows.params import RetrainParams
 from flows.train_pipeline import train_pipeline
+from ingestion.state import Stores
 from llmseqrec.cli import app, serve_command
-from llmseqrec.settings import MODEL_NAME, Stores
+from serving.registry import MODEL_NAME
+from training.params import RetrainParams
 
 pytestmark = pytest.mark.e2e
 TINY = RetrainParams(hidden=16, layers=1, max_len=20, epochs=2,

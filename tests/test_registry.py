@@ -4,6 +4,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from configs import model_config
 from mlflow import MlflowClient
 
 from features.store import store_config
@@ -18,7 +19,8 @@ from serving.registry import (
     rollback,
 )
 from serving.schema import Answer, Query
-from training.model import ModelConfig, SeqRec
+from training.model import SeqRec
+from training.params import RetrainParams
 from training.sequences import ItemIndex
 
 
@@ -26,7 +28,7 @@ from training.sequences import ItemIndex
 def bundle(tmp_path):
     index = ItemIndex.from_items([101, 102, 103, 104, 105])
     torch.manual_seed(4)
-    model = SeqRec(ModelConfig(num_items=5, max_len=4, hidden=8, layers=1, item_repr="id"))
+    model = SeqRec(model_config(num_items=5, max_len=4, hidden=8, layers=1))
     path = tmp_path / "recommender.pt"
     save_bundle(path, model, index, ["A", "B", "C", "D", "E"], np.array([0, 5, 4, 3, 2, 1]), "v")
     return path
@@ -117,12 +119,17 @@ def test_gate_wants_a_better_model_no_worse_on_tail_and_cold_and_fast_enough():
     assert promoted and reason.startswith("no champion yet")
 
 
-def register(bundle: Path, config: Path, ndcg: float, champion: dict | None,
+def register(bundle: Path, config: str, ndcg: float, champion: dict | None,
              tail: float = 0.02) -> Promotion:
+    rec = Recommender()
+    rec.load(bundle)
     with mlflow.start_run():
-        version = register_version(log_recommender(bundle, config, [101, 102]), "rec")
+        version = register_version(log_recommender(
+            rec.model, rec.index, rec.titles, rec.popularity.numpy(), "v", config, [101, 102]),
+            "rec")
         alias_challenger("rec", version)
-        promoted, reason = decide(Gate(), metrics(ndcg, tail), champion, p95_ms=1.0)
+        promoted, reason = decide(Gate.of(RetrainParams()), metrics(ndcg, tail), champion,
+                                  p95_ms=1.0)
         return promote("rec", version, promoted, reason, metrics(ndcg, tail))
 
 
@@ -135,8 +142,7 @@ def test_champion_changes_only_for_a_better_model_and_rolls_back(tmp_path, bundl
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(
         "promotion", artifact_location=(tmp_path / "artifacts").as_uri()))
-    config = tmp_path / "feature_store.yaml"
-    config.write_text(store_config(tmp_path / "state"))
+    config = store_config(tmp_path / "state")
     client = MlflowClient()
     first = register(bundle, config, 0.10, None)
     worse = register(bundle, config, 0.05, metrics(0.10))

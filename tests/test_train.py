@@ -2,15 +2,17 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from configs import model_config, train_config
 from ddp_worker import curve, synthetic_split
 
 from training.model import ModelConfig, SeqRec, TextTable
-from training.train import TrainConfig, grown_state, train_model
+from training.train import grown_state, train_model
 
 
 def test_ddp_on_two_cpu_processes_follows_the_single_process_curve(tmp_path, free_port):
@@ -26,9 +28,9 @@ def test_ddp_on_two_cpu_processes_follows_the_single_process_curve(tmp_path, fre
 
 
 def text_cfg(**overrides) -> ModelConfig:
-    return ModelConfig(**({"num_items": 30, "max_len": 8, "hidden": 16, "layers": 1,
-                           "heads": 2, "dropout": 0.0, "item_repr": "text", "text_dim": 12,
-                           "embedding_version": "v1"} | overrides))
+    return model_config(**({"num_items": 30, "max_len": 8, "hidden": 16, "layers": 1,
+                            "heads": 2, "dropout": 0.0, "item_repr": "text", "text_dim": 12,
+                            "embedding_version": "v1"} | overrides))
 
 
 def test_text_model_scores_an_item_never_seen_in_training():
@@ -37,7 +39,7 @@ def test_text_model_scores_an_item_never_seen_in_training():
     vectors = torch.randn(31, 12, generator=torch.Generator().manual_seed(0))
     vectors[unseen - 1] = vectors[4]  # the same text as item 5
     cfg = text_cfg(num_items=31)
-    model = train_model(split, cfg, TrainConfig(epochs=2, batch_size=16, progress=False),
+    model = train_model(split, cfg, train_config(epochs=2, batch_size=16),
                         TextTable(vectors, "v1")).model
     assert not any(unseen in s for s in split.train)
     scores = model.score_next(torch.tensor([[1, 2, 3]]))
@@ -78,8 +80,8 @@ def test_warm_start_refuses_another_architecture():
 def test_warm_started_training_begins_where_the_previous_model_was():
     split = synthetic_split()
     cfg = text_cfg(item_repr="id", text_dim=0)
-    fit = TrainConfig(epochs=1, batch_size=16, lr=1e-2, progress=False)
-    trained = train_model(split, cfg, TrainConfig(**{**vars(fit), "epochs": 30, "patience": 30}))
+    fit = train_config(epochs=1, batch_size=16, lr=1e-2)
+    trained = train_model(split, cfg, replace(fit, epochs=30, patience=30))
     ids = np.arange(1, 31)
     warm = train_model(split, cfg, fit, init_state=grown_state(trained.model, ids, cfg, ids))
     cold = train_model(split, cfg, fit)

@@ -20,8 +20,9 @@ import requests
 from mlflow import MlflowClient
 from ports import free_ports
 
+from ingestion.state import Stores
 from llmseqrec.ops import Service, down, start
-from llmseqrec.settings import MODEL_NAME, Stores
+from serving.registry import MODEL_NAME
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +33,7 @@ BIN = Path(sys.executable).parent
 MLFLOW_HOST = "mlflow.test"
 RUN_FLOWS = """
 import json, sys
-from flows.params import RetrainParams
+from training.params import RetrainParams
 from flows.train_pipeline import train_pipeline
 data_dir, state_dir, params = json.loads(sys.argv[1])
 for _ in range(2):

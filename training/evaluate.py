@@ -70,7 +70,7 @@ def popularity_scorer(counts: np.ndarray) -> Scorer:
     return lambda histories: scores.expand(len(histories), -1).clone()
 
 
-def evaluate(score: Scorer, histories: list[np.ndarray], targets: np.ndarray,
+def evaluate_targets(score: Scorer, histories: list[np.ndarray], targets: np.ndarray,
              ks: tuple[int, ...] = (10,), exclude_seen: bool = True) -> dict[str, float]:
     """Metrics of a scorer on one leave-one-out target per user."""
     return ranking_metrics(rank_targets(score, histories, targets, exclude_seen), ks)

@@ -32,20 +32,22 @@ class TextTable:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The model's shape; built from `training.params.RetrainParams`, where the defaults live."""
+
     num_items: int  # real items, ids 1..num_items
-    max_len: int = 50  # longest history the model reads
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 1
-    dropout: float = 0.2
-    item_repr: str = "hybrid"  # "id", "text" or "hybrid"
-    text_dim: int = 0  # width of the LLM item embedding; 0 when there is none
-    embedding_version: str = ""  # the recipe of the LLM embeddings the model accepts
-    loss: str = "ce"  # "ce": softmax over every item; "sampled": over uniform negatives
-    negatives: int = 256  # negatives per batch of the sampled softmax
-    whiten_text: bool = False  # PCA-whiten the LLM embeddings before the adapter
-    repeat_bias: bool = False  # learn how much more (or less) likely an item already seen is
-    id_dropout: float = 0.0  # hybrid: share of items whose ID row is left out in a training step
+    max_len: int  # longest history the model reads
+    hidden: int
+    layers: int
+    heads: int
+    dropout: float
+    item_repr: str  # "id", "text" or "hybrid"
+    text_dim: int  # width of the LLM item embedding; 0 when there is none
+    embedding_version: str  # the recipe of the LLM embeddings the model accepts
+    loss: str  # "ce": softmax over every item; "sampled": over uniform negatives
+    negatives: int  # negatives per batch of the sampled softmax
+    whiten_text: bool  # PCA-whiten the LLM embeddings before the adapter
+    repeat_bias: bool  # learn how much more (or less) likely an item already seen is
+    id_dropout: float  # hybrid: share of items whose ID row is left out in a training step
 
     def __post_init__(self) -> None:
         if self.item_repr not in ITEM_REPRS:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from training.evaluate import evaluate, model_scorer
+from training.evaluate import evaluate_targets, model_scorer
 from training.model import ModelConfig, SeqRec, TextTable
 from training.sequences import Split, length_batches, pad_left, training_windows
 
@@ -27,12 +27,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 128  # global batch: split across processes under torchrun
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 5  # epochs without a better validation NDCG@10 before stopping
-    seed: int = 42
+    """How the model is fitted; built from `training.params.RetrainParams`."""
+
+    epochs: int
+    batch_size: int  # global batch: split across processes under torchrun
+    lr: float
+    weight_decay: float
+    patience: int  # epochs without a better validation NDCG@10 before stopping
+    seed: int
     progress: bool = True  # a progress bar per epoch (first process only)
 
 
@@ -133,7 +135,7 @@ def train_model(
             loss.backward()
             opt.step()
             totals += step
-        valid = evaluate(model_scorer(model, dev), split.valid_history, split.valid_target)
+        valid = evaluate_targets(model_scorer(model, dev), split.valid_history, split.valid_target)
         row = {"epoch": epoch, "loss": float(totals[0] / totals[1].clamp(min=1)),
                "epoch_seconds": time.perf_counter() - started,
                **{f"valid_{k}": v for k, v in valid.items()}}

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from data_checks.validate import CheckedFrame, validate_interactions, validate_items
-from llmseqrec.datasets import DatasetError, read_interaction_batch
-from llmseqrec.drift import DriftThresholds, drift_summary
-from llmseqrec.settings import Stores
-from llmseqrec.store import BatchRecord
+from ingestion.drift import DriftThresholds, drift_summary
+from ingestion.interaction_store import BatchRecord
+from ingestion.readers import DatasetError, read_interaction_batch
+from ingestion.state import Stores
 
 KEY = ["user_id", "item_id", "timestamp"]
 

@@ -4,7 +4,7 @@ Interactions: user_id, item_id, timestamp (unix seconds), rating and event_type 
 Items: item_id, title, genres, tags.
 Everything is read as text so that validation, not the reader, decides what is malformed.
 Formats: CSV, Parquet or JSON Lines batches; MovieLens (CSV or `::`-separated .dat releases).
-The published benchmark formats are read by `llmseqrec.public_datasets`.
+The published benchmark formats are read by `ingestion.published`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Readers of the formats the published benchmarks come in, into the canonical schema of
-`llmseqrec.datasets`: S3-Rec sequence files, RecBole atomic files and leave-one-out splits,
+`ingestion.readers`: S3-Rec sequence files, RecBole atomic files and leave-one-out splits,
 Amazon Reviews 2018/2023 JSON Lines with their metadata."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from llmseqrec.datasets import (
+from ingestion.readers import (
     DatasetError,
     RawDataset,
     arrow_text_frame,

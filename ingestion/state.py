@@ -6,10 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmseqrec.store import InteractionStore, Ledger
+from ingestion.interaction_store import InteractionStore, Ledger
 
-MODEL_NAME = "llmseqrec"
-EXPERIMENT = "llmseqrec"
 # The tracking server the user named, read before anything here runs: `mlflow.set_tracking_uri`
 # writes the variable too, and must not send a later state directory to an earlier one's store.
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")

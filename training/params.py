@@ -1,0 +1,70 @@
+"""Every setting of a retrain, and the one place their defaults live: the model, its training
+and the promotion gate. `llmseqrec run`, the nightly retrain, `bench/quality.py` and the CLI
+options (generated from the fields below, with their descriptions as help) all start here."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.model import ModelConfig, TextTable
+from training.train import TrainConfig
+
+
+class RetrainParams(BaseModel):
+    """The model, its training and the promotion gate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # the model (training.model.ModelConfig)
+    item_repr: Literal["id", "text", "hybrid"] = Field(
+        "hybrid", description="Item representation: learned ID, LLM text, or both fused")
+    max_len: int = Field(50, ge=2, description="Longest history the model reads")
+    hidden: int = Field(64, ge=2, description="Width of the transformer")
+    layers: int = Field(2, ge=1, description="Transformer blocks")
+    heads: int = Field(1, ge=1, description="Attention heads (must divide hidden)")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in every block")
+    loss: Literal["ce", "sampled"] = Field(
+        "ce", description="ce: softmax over every item; sampled: over uniform negatives")
+    negatives: int = Field(256, ge=1, description="Negatives per batch of the sampled softmax")
+    whiten_text: bool = Field(True, description="PCA-whiten the LLM item embeddings before "
+                                                "the adapter (text and hybrid)")
+    repeat_bias: bool = Field(True, description="Learn a score shift for the items already in "
+                                                "a history")
+    id_dropout: float = Field(0.5, ge=0, lt=1, description="hybrid: share of ID rows left out "
+                                                           "in a training step")
+    # its training (training.train.TrainConfig)
+    epochs: int = Field(100, ge=1, description="Most epochs to train")
+    patience: int = Field(5, ge=1, description="Epochs without a better validation NDCG@10 "
+                                               "before stopping")
+    batch_size: int = Field(128, ge=1, description="Sequences per batch (split across "
+                                                   "processes under torchrun)")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    seed: int = Field(42, description="Seed of initialisation and batch order")
+    warm_start: bool = Field(True, description="Start from the champion's weights when its "
+                                               "settings are the same")
+    # the promotion gate (serving.gate.Gate)
+    margin: float = Field(0.01, description="Relative NDCG@10 gain needed over the champion")
+    slice_tolerance: float = Field(0.05, description="Relative tail/cold NDCG@10 loss allowed")
+    p95_ms: float = Field(50.0, description="Latency budget of one in-process query (p95)")
+
+    def model(self, num_items: int, text: TextTable | None) -> ModelConfig:
+        """The model's shape over `num_items` items and the LLM embeddings `text` (None for
+        `id`); whitening and ID-row dropout only where they act, so a recorded config names
+        only what the model does."""
+        uses_text = self.item_repr != "id"
+        return ModelConfig(
+            num_items=num_items, max_len=self.max_len, hidden=self.hidden, layers=self.layers,
+            heads=self.heads, dropout=self.dropout, item_repr=self.item_repr,
+            text_dim=text.vectors.shape[1] if uses_text and text is not None else 0,
+            embedding_version=text.version if uses_text and text is not None else "",
+            loss=self.loss, negatives=self.negatives, whiten_text=self.whiten_text and uses_text,
+            repeat_bias=self.repeat_bias,
+            id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0)
+
+    def training(self, progress: bool = True) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                           weight_decay=self.weight_decay, patience=self.patience,
+                           seed=self.seed, progress=progress)
