@@ -6,7 +6,7 @@ export LLMSEQREC_HOME ?= $(CURDIR)/.llmseqrec
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install run test lint serve up down screenshots clean
+.PHONY: install run test test-fast lint serve up down screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/llmseqrec run
 
+# everything: unit, data and model tests, then the end-to-end runs of real servers (~12 min)
 test: install
 	$(BIN)/pytest
+
+# the unit tests alone, without the end-to-end ones (marked e2e): under 2 minutes
+test-fast: install
+	$(BIN)/pytest -m "not e2e"
 
 lint: install
 	$(BIN)/ruff check .

@@ -138,6 +138,7 @@ def aliases(client: MlflowClient) -> dict[str, str]:
             for a in ("champion", "challenger")}
 
 
+@pytest.mark.e2e  # five models logged to and loaded from a real MLflow registry
 def test_champion_changes_only_for_a_better_model_and_rolls_back(tmp_path, bundle, monkeypatch):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(

@@ -1,0 +1,52 @@
+"""One source of settings: every RetrainParams field reaches what it configures, and every
+field is a command-line option with its help and its default."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from llmseqrec.cli import app
+from serving.gate import Gate
+from training.model import TextTable
+from training.params import RetrainParams
+
+TEXT = TextTable(torch.zeros(10, 4), "v1")
+CHANGED = {"item_repr": "text", "max_len": 7, "hidden": 32, "layers": 3, "heads": 2,
+           "dropout": 0.4, "loss": "sampled", "negatives": 9, "whiten_text": False,
+           "repeat_bias": False, "id_dropout": 0.25, "epochs": 3, "patience": 2,
+           "batch_size": 8, "lr": 0.01, "weight_decay": 0.1, "seed": 7, "margin": 0.2,
+           "slice_tolerance": 0.3, "p95_ms": 5.0}
+
+
+def built(params: RetrainParams) -> tuple:
+    return params.model(10, TEXT), params.training(), Gate.of(params)
+
+
+@pytest.mark.parametrize("name", sorted(CHANGED))
+def test_every_setting_reaches_the_model_its_training_or_the_gate(name):
+    assert built(RetrainParams(**{name: CHANGED[name]})) != built(RetrainParams())
+
+
+def test_the_settings_above_are_all_of_them():
+    assert set(RetrainParams.model_fields) == set(CHANGED) | {"warm_start"}  # fit reads it
+
+
+def test_whitening_and_id_dropout_are_recorded_only_where_they_act():
+    cfg = RetrainParams(item_repr="id").model(10, None)
+    assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim) == (False, 0.0, 0)
+    cfg = RetrainParams(item_repr="text").model(10, TEXT)
+    assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim) == (True, 0.0, 4)
+
+
+def test_every_setting_is_an_option_of_run_with_its_help():
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name, field in RetrainParams.model_fields.items():
+        assert f"--{name.replace('_', '-')}" in result.output
+        assert field.description.split()[0] in result.output
+
+
+def test_a_setting_out_of_range_is_a_clear_error():
+    result = CliRunner().invoke(app, ["run", "--dropout", "1.5"])
+    assert result.exit_code == 2
+    assert "dropout" in result.output and "less than 1" in result.output
