@@ -1,4 +1,5 @@
-"""Serving benchmark: real HTTP requests to `mlflow models serve` of the recommender over the
+"""Serving benchmark: real HTTP requests to the model server of `llmseqrec serve` (MLflow's
+scoring app behind serving.hardened, run by uvicorn) of the recommender over the
 amazon2018-scientific catalog (hybrid items, hidden 64, 2 layers, max_len 50), beside the same
 server serving a constant-output pyfunc with the same input and output types (the floor of the
 serving stack), measured in the same run with the same request bodies:
@@ -42,7 +43,7 @@ import torch
 from features.store import store_config
 from ingestion.published import read_recbole_split
 from ingestion.state import Stores
-from llmseqrec.cli import serve_command
+from llmseqrec.ops import serve_command
 from serving.recommender import Recommender, save_bundle
 from serving.registry import (
     EXPERIMENT,
@@ -93,7 +94,7 @@ class Request:
 @dataclass(frozen=True)
 class Served:
     port: int  # on HOST
-    pid: int  # of `mlflow models serve`, the root of the server's process tree
+    pid: int  # of the uvicorn server, the root of the server's process tree
 
 
 def scientific_bundle(path: Path, seed: int) -> tuple[ItemIndex, ModelConfig, Callable]:
@@ -139,7 +140,7 @@ def free_port() -> int:
 
 @contextmanager
 def served(stores: Stores, log: Path, workers: int, timeout_s: float = 300) -> Iterator[Served]:
-    """`mlflow models serve` of `stores`' champion on a free loopback port, until /ping answers;
+    """The model server of `stores`' champion on a free loopback port, until /ping answers;
     its process group is stopped on exit."""
     port = free_port()
     cmd, env = serve_command(stores, port, workers=workers)
@@ -495,7 +496,7 @@ def main() -> None:
             "weights": f"seeded random init (seed {args.seed}), untrained",
             "text_table": f"random vectors of width {cfg.text_dim}, made-up version "
                           f"{EMBEDDING_VERSION!r}, not the encoder's",
-            "server": f"mlflow models serve --env-manager local, 127.0.0.1, "
+            "server": f"MLflow's scoring app behind serving.hardened, 127.0.0.1, "
                       f"{args.workers} uvicorn worker(s)",
             "torch_threads": {"in_process": torch.get_num_threads(), "served": 1},
             "floor": "the same server, a constant-output pyfunc with the same input and output "

@@ -15,10 +15,14 @@ INTEGER_ID = r"^[0-9]{1,18}$"  # 18 digits always fit in an int64
 NUMBER = r"^-?[0-9]{1,18}(?:\.[0-9]+)?$"
 EVENT_TYPE = r"^[a-z][a-z_]{0,31}$"
 EARLIEST_TIMESTAMP = 631152000  # 1990-01-01: older interaction timestamps are not credible
-# The text format of each interaction column. A 1M-row batch is matched in Arrow (RE2), once;
-# the suite checks the resulting `<column>_well_formed` helper columns.
-INTERACTION_FORMATS = {"user_id": INTEGER_ID, "item_id": INTEGER_ID, "timestamp": INTEGER_ID,
-                       "rating": NUMBER, "event_type": EVENT_TYPE}
+_DATE, _TIME = r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?"
+# ISO-8601 date and time with a UTC offset ("Z", "+02:00", "+0200", "+02"): converted to unix s
+ISO_WITH_OFFSET = rf"^{_DATE}[T ]{_TIME}(?:Z|[+-][0-9]{{2}}(?::?[0-9]{{2}})?)$"
+# ISO-8601 without an offset: a local time of an unknown zone, quarantined
+ISO_WITHOUT_OFFSET = rf"^{_DATE}(?:[T ]{_TIME})?$"
+# Timestamps are read by `validate_interactions` from any of their accepted forms.
+INTERACTION_FORMATS = {"user_id": INTEGER_ID, "item_id": INTEGER_ID, "rating": NUMBER,
+                       "event_type": EVENT_TYPE}
 
 
 def _check(expectation: gxe.Expectation, name: str) -> gxe.Expectation:
@@ -40,7 +44,9 @@ def interaction_suite(now: int, optional: list[str]) -> gx.ExpectationSuite:
         _true("item_id_well_formed", "item_id_not_integer"),
         _true("item_in_catalog", "item_not_in_catalog"),
         _check(gxe.ExpectColumnValuesToNotBeNull(column="timestamp"), "timestamp_missing"),
-        _true("timestamp_well_formed", "timestamp_not_integer"),
+        _true("timestamp_well_formed", "timestamp_unreadable"),
+        _true("timestamp_has_offset", "timestamp_without_utc_offset"),
+        _true("timestamp_not_milliseconds", "timestamp_in_milliseconds"),
         _check(gxe.ExpectColumnValuesToBeBetween(
             column="timestamp_value", min_value=EARLIEST_TIMESTAMP, max_value=now),
             "timestamp_out_of_range"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import great_expectations as gx
@@ -15,7 +16,15 @@ from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from data_checks.suites import INTERACTION_FORMATS, interaction_suite, item_suite
+from data_checks.suites import (
+    EARLIEST_TIMESTAMP,
+    INTEGER_ID,
+    INTERACTION_FORMATS,
+    ISO_WITH_OFFSET,
+    ISO_WITHOUT_OFFSET,
+    interaction_suite,
+    item_suite,
+)
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 KEY = ["user_id", "item_id", "timestamp"]
@@ -87,13 +96,51 @@ def validate_items(items: pd.DataFrame, docs_root: Path | None = None,
     return CheckedFrame(accepted.reset_index(drop=True), quarantined, failures, docs)
 
 
+def _matches(text: pa.Array, pattern: str) -> np.ndarray:
+    """Whether each text matches `pattern` (False when missing)."""
+    return pc.fill_null(pc.match_substring_regex(text, pattern), False).to_numpy(
+        zero_copy_only=False)
+
+
 def _parse(col: pd.Series, pattern: str, to: pa.DataType) -> tuple[np.ndarray, pd.Series]:
     """Whether each text matches `pattern` (True when missing: that is a check of its own),
-    and the value of those that do (missing otherwise)."""
+    and the value of those that do (missing otherwise; integers exact, as nullable Int64)."""
     text = pa.array(col, type=pa.string(), from_pandas=True)
     matches = pc.match_substring_regex(text, pattern)
     values = pc.cast(pc.if_else(matches, text, pa.scalar(None, pa.string())), to)
-    return pc.fill_null(matches, True).to_numpy(zero_copy_only=False), values.to_pandas()
+    return (pc.fill_null(matches, True).to_numpy(zero_copy_only=False),
+            values.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))
+
+
+def _unix_seconds(iso: str) -> int | None:
+    """An ISO-8601 time with a UTC offset in unix seconds (None if it is no real date)."""
+    try:
+        return int(datetime.fromisoformat(iso).timestamp() // 1)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _timestamps(col: pd.Series, now: int) -> tuple[pd.DataFrame, pd.Series]:
+    """The helper columns of the timestamp checks and the unix seconds of each timestamp:
+    integer seconds as they are, ISO-8601 with a UTC offset converted; ISO-8601 without an
+    offset and integers that are milliseconds of the credible range have no value."""
+    text = pa.array(col, type=pa.string(), from_pandas=True)
+    integer, with_offset = _matches(text, INTEGER_ID), _matches(text, ISO_WITH_OFFSET)
+    without_offset = _matches(text, ISO_WITHOUT_OFFSET)
+    seconds = pc.cast(pc.if_else(integer, text, pa.scalar(None, pa.string())), pa.int64())
+    values = seconds.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    milliseconds = values.between(EARLIEST_TIMESTAMP * 1000, now * 1000).fillna(False)
+    values[milliseconds.to_numpy()] = pd.NA
+    converted = [_unix_seconds(t) for t in col[with_offset]]
+    values[with_offset] = pd.array(converted, dtype="Int64")
+    helpers = pd.DataFrame({
+        "timestamp_well_formed": col.isna().to_numpy() | integer | without_offset
+        | (with_offset & values.notna().to_numpy()),
+        "timestamp_has_offset": ~without_offset,
+        "timestamp_not_milliseconds": ~milliseconds.to_numpy(),
+        "timestamp_value": values.astype("float64"),  # the range check compares floats
+    }, index=col.index)
+    return helpers, values
 
 
 def _stored(keys: pd.DataFrame, stored_keys: pd.DataFrame | None) -> np.ndarray:
@@ -119,14 +166,17 @@ def validate_interactions(interactions: pd.DataFrame, catalog_ids, now: int,
     optional = [c for c in ("rating", "event_type") if c in raw.columns]
     prepared = raw[KEY].copy()  # the suite reads these raw columns; the rest are helpers
     parsed = {}
-    for column in KEY + optional:
+    for column in ["user_id", "item_id", *optional]:
         prepared[f"{column}_well_formed"], parsed[column] = _parse(
             raw[column], INTERACTION_FORMATS[column], PARSED_TYPES.get(column, pa.int64()))
+    helpers, parsed["timestamp"] = _timestamps(raw["timestamp"], now)
+    prepared[helpers.columns] = helpers
     typed = pd.DataFrame(parsed)
     catalog = pd.Index([str(i) for i in catalog_ids])
     prepared["item_in_catalog"] = raw["item_id"].isin(catalog) | raw["item_id"].isna()
-    prepared["timestamp_value"] = parsed["timestamp"]
-    prepared["repeats_earlier_row"] = typed.duplicated(KEY, keep="first")
+    # a row missing part of its key is quarantined for that, not as a repeat of another one
+    prepared["repeats_earlier_row"] = (typed.duplicated(KEY, keep="first")
+                                       & typed[KEY].notna().all(axis=1))
     prepared["already_stored"] = _stored(typed[KEY], stored_keys)
     if "rating" in optional:
         prepared["rating_value"] = parsed["rating"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-DEFAULT_FIELDS = ("title", "genres", "tags")  # MovieLens; e.g. ("text",) for RecBole .text
+# MovieLens and the generic layout of `llmseqrec run --data`; e.g. ("text",) for RecBole .text
+DEFAULT_FIELDS = ("title", "genres", "categories", "tags", "description")
 
 
 def item_texts(items: pd.DataFrame, fields: tuple[str, ...] = DEFAULT_FIELDS) -> list[str]:

@@ -15,18 +15,21 @@ from ingestion.batches import (
     BatchRejected,
     BatchReport,
     IngestConfig,
+    StoreUnavailable,
     batch_user_histories,
     ingest_file,
+    reject_unstored,
+    requeue_rejected,
 )
 from ingestion.drift import DriftThresholds
 from ingestion.state import Stores, default_state_dir
 
-BATCH_SUFFIXES = {".csv", ".parquet", ".jsonl", ".ndjson"}
-
 
 def inbox_files(inbox: Path) -> list[Path]:
-    """Batch files waiting in the inbox, oldest first."""
-    files = [p for p in inbox.glob("*") if p.is_file() and p.suffix.lower() in BATCH_SUFFIXES]
+    """Files waiting in the inbox, oldest first: every one is a batch, whatever its name says
+    (one that is not a batch format is rejected, not left behind); hidden files (uploads in
+    progress) wait."""
+    files = [p for p in inbox.glob("*") if p.is_file() and not p.name.startswith(".")]
     return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
 
 
@@ -53,37 +56,63 @@ def refresh_batch_users(stores: Stores, report: BatchReport, now: datetime) -> i
                                  batch_user_histories(stores, report.batch_id), now)
 
 
-@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
-def ingest_one(path: Path, stores: Stores, cfg: IngestConfig) -> BatchReport:
-    """One batch file: its report, "rejected" ones too (a rejection is an answer, not an I/O
-    failure to retry; a retried batch is found in the ledger by its content)."""
-    now = datetime.now(UTC)
+def state_failed(task, task_run, state) -> bool:
+    """Retry a batch only when the state directory failed: a batch that was read is answered
+    (accepted or rejected), and reading it again cannot change that."""
     try:
-        report = ingest_file(path, stores, now, cfg)
+        state.result()
+    except StoreUnavailable:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=state_failed,
+      cache_policy=NO_CACHE)
+def ingest_one(path: Path, stores: Stores, cfg: IngestConfig) -> BatchReport:
+    """One batch file: its report, "rejected" ones too. Raises StoreUnavailable, retried, when
+    the state directory failed (a retried batch is found in the ledger by its content)."""
+    try:
+        return ingest_file(path, stores, datetime.now(UTC), cfg)
     except BatchRejected as e:
-        report = e.report
+        return e.report
+
+
+@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def publish(stores: Stores, report: BatchReport) -> None:
+    """Refresh the user features of an accepted batch; one artifact per batch."""
     if report.status == "accepted":
         get_run_logger().info("user features refreshed for %d users",
-                              refresh_batch_users(stores, report, now))
-    create_markdown_artifact(key=f"batch-{report.batch_id}", markdown=batch_markdown(report),
+                              refresh_batch_users(stores, report, datetime.now(UTC)))
+    create_markdown_artifact(key=f"batch-{report.batch_id or 'unread'}",
+                             markdown=batch_markdown(report),
                              description=f"{report.status}: {report.message}")
-    return report
 
 
 @flow(name="ingest")
 def ingest_inbox(state_dir: Path | None = None, max_bad_share: float = 0.2,
-                 popularity_divergence: float = 0.6) -> list[BatchReport]:
-    """Ingest the inbox's files in arrival order, one task per batch. Rejected batches stay on
-    disk (rejected/) and fail the run, after every other file was ingested."""
+                 popularity_divergence: float = 0.6, retry_rejected: bool = False,
+                 data_docs: bool = True) -> list[BatchReport]:
+    """Ingest the inbox's files in arrival order, one task per batch (first those of
+    rejected/ again, with `retry_rejected`). Rejected batches stay on disk (rejected/, with
+    their reasons) and fail the run, after every other file was ingested. Without `data_docs`,
+    validations publish no Data Docs page (quicker for a backfill of many files)."""
     log = get_run_logger()
     stores = Stores(Path(state_dir) if state_dir else default_state_dir())
-    cfg = IngestConfig(max_bad_share=max_bad_share,
+    cfg = IngestConfig(max_bad_share=max_bad_share, data_docs=data_docs,
                        drift=DriftThresholds(popularity_divergence=popularity_divergence))
-    reports = [ingest_one(path, stores, cfg) for path in inbox_files(stores.inbox)]
-    for report in reports:
+    if retry_rejected:
+        log.info("sent again from rejected/: %s", [p.name for p in requeue_rejected(stores.inbox)])
+    reports = []
+    for path in inbox_files(stores.inbox):
+        outcome = ingest_one(path, stores, cfg, return_state=True).result(raise_on_failure=False)
+        report = outcome if isinstance(outcome, BatchReport) else reject_unstored(path, outcome)
+        publish(stores, report)
         log.info("%s: %s (%s)", report.file_name, report.status, report.message)
+        reports.append(report)
     rejected = [f"{r.file_name}: batch rejected: {r.message}" for r in reports
                 if r.status == "rejected"]
     if rejected:
-        raise BatchesRejected(f"{len(rejected)} batch(es) rejected: " + " | ".join(rejected))
+        raise BatchesRejected(f"{len(rejected)} batch(es) rejected:\n" + "\n".join(rejected))
     return reports

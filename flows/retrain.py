@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from features.store import (
     published_embedding_version,
@@ -171,10 +171,15 @@ def check_served(stores: Stores, serving_url: str, timeout_s: float = 90) -> str
 
 
 def ensure_retrain_lock() -> None:
-    """The one-slot global concurrency limit retrains take (made on first use)."""
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=RETRAIN_LOCK, limit=1))
+    """The one-slot global concurrency limit retrains take (made on first use; looked up
+    first, so the server does not log a refused insert at every run)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(RETRAIN_LOCK)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # made meanwhile by another run
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=RETRAIN_LOCK, limit=1))
 
 
 def mlflow_links(stores: Stores, run_id: str, version: str) -> list[str]:

@@ -1,11 +1,13 @@
 """Ingest one interaction batch: exactly once, validated, every row accepted or quarantined,
-or the whole batch rejected with the store unchanged."""
+or the whole batch rejected with the store unchanged, whatever went wrong with it."""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,11 +21,14 @@ from ingestion.readers import DatasetError, read_interaction_batch
 from ingestion.state import Stores
 
 KEY = ["user_id", "item_id", "timestamp"]
+REASON_SUFFIX = ".reason.txt"  # beside a rejected file: why it was rejected
+MAX_REASON_CHARS = 500
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     max_bad_share: float = 0.2  # a batch with more failing rows than this is rejected whole
+    data_docs: bool = True  # a Data Docs page per validation (off: quicker bulk loads)
     drift: DriftThresholds = field(default_factory=DriftThresholds)
 
 
@@ -52,6 +57,32 @@ class BatchesRejected(Exception):
     """One or more batches of an inbox run were rejected (each kept in rejected/)."""
 
 
+class StoreUnavailable(Exception):
+    """The state directory could not be read or written (a locked ledger, a full or unreachable
+    disk): nothing of the batch was stored, and it may go in on a retry."""
+
+
+@contextmanager
+def _state_io() -> Iterator[None]:
+    """Report an I/O failure of the state directory as StoreUnavailable."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as e:
+        raise StoreUnavailable(f"the state directory failed: {type(e).__name__}: {e}") from e
+
+
+def _one_line(text: str) -> str:
+    """`text` on one line, of bounded length (a reason may quote a whole row)."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
+
+
+def _reason(error: Exception) -> str:
+    """Why a batch that raised `error` was rejected."""
+    return _one_line(str(error) if isinstance(error, DatasetError)
+                     else f"unexpected {type(error).__name__} while ingesting: {error}")
+
+
 def content_hash(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -65,40 +96,91 @@ def _move(path: Path, folder: Path) -> None:
     shutil.move(path, folder / path.name)
 
 
+def reject_file(path: Path, report: BatchReport) -> None:
+    """Move a rejected inbox file to rejected/ beside it, its reason in `<name>.reason.txt`."""
+    folder = path.parent / "rejected"
+    _move(path, folder)
+    (folder / f"{path.name}{REASON_SUFFIX}").write_text(
+        f"batch {report.batch_id or '-'} rejected: {report.message}\n")
+
+
+def requeue_rejected(inbox: Path) -> list[Path]:
+    """Move the files of inbox/rejected/ (fixed, or to try again) back to the inbox, and drop
+    their reasons; a file whose name is in the inbox already stays where it is."""
+    moved = []
+    for path in sorted((inbox / "rejected").glob("*")):
+        if path.is_file() and not path.name.endswith(REASON_SUFFIX) \
+                and not (inbox / path.name).exists():
+            _move(path, inbox)
+            (path.parent / f"{path.name}{REASON_SUFFIX}").unlink(missing_ok=True)
+            moved.append(inbox / path.name)
+    return moved
+
+
 def ingest_file(path: Path, stores: Stores, now: datetime,
                 cfg: IngestConfig = IngestConfig()) -> BatchReport:
-    """Ingest an inbox file once, then move it to processed/ (or rejected/, kept) beside it."""
+    """Ingest an inbox file once, then move it to processed/ beside it. A rejected file goes to
+    rejected/ with its reason (BatchRejected); on StoreUnavailable it stays in the inbox."""
     try:
-        report = ingest_batch(lambda: read_interaction_batch(path), path.name,
-                              content_hash(path), stores, now, cfg)
-    except BatchRejected:
-        _move(path, path.parent / "rejected")
+        digest = content_hash(path)
+        report = ingest_batch(lambda: read_interaction_batch(path), path.name, digest, stores,
+                              now, cfg)
+    except OSError as e:  # the file itself cannot be read: no retry makes it readable
+        report = BatchReport(path.name, "", "rejected",
+                             _one_line(f"{path}: cannot be read ({e})"))
+        reject_file(path, report)
+        raise BatchRejected(report) from None
+    except BatchRejected as e:
+        reject_file(path, e.report)
         raise
     _move(path, path.parent / "processed")
+    return report
+
+
+def reject_unstored(path: Path, error: BaseException) -> BatchReport:
+    """The report of an inbox file whose ingestion failed to the end (the state directory
+    stayed unavailable through the retries), moved to rejected/ if it is still in the inbox."""
+    report = BatchReport(path.name, "", "rejected", _one_line(
+        f"not ingested, the retries failed too: {type(error).__name__}: {error}"))
+    if path.is_file():
+        report.batch_id = content_hash(path)[:16]
+        reject_file(path, report)
     return report
 
 
 def ingest_batch(read: Callable[[], tuple[pd.DataFrame, list[str]]], name: str, digest: str,
                  stores: Stores, now: datetime, cfg: IngestConfig = IngestConfig()) -> BatchReport:
     """Ingest the batch `read` returns (raw rows, ignored columns) unless content `digest` was
-    seen before. Raises BatchRejected, after recording the rejection, when it is rejected."""
-    ledger = stores.ledger
+    accepted before. Raises BatchRejected, after recording the rejection, when it is rejected:
+    whatever failed while reading, validating or storing it, the store is left unchanged.
+    Raises StoreUnavailable, nothing recorded, when the state directory failed."""
+    ledger, store = stores.ledger, stores.store
     batch_id = digest[:16]  # the same content always gets the same id and file names
-    if seen := ledger.find(digest):
+    with _state_io():
+        seen = ledger.find(digest)
+    if seen and seen.status == "accepted":  # a rejected content is checked again: fixed since?
         return BatchReport(name, seen.batch_id, "duplicate",
-                           f"already ingested ({seen.status}) as batch {seen.batch_id} "
+                           f"already ingested as batch {seen.batch_id} "
                            f"from {seen.file_name} at {seen.received_at}")
     report = BatchReport(name, batch_id, "rejected", "")
     try:
         report = _check_and_store(read, report, stores, now, cfg)
-    except (BatchRejected, DatasetError) as e:
-        report.message = report.message or str(e)
-        ledger.record(BatchRecord(digest, batch_id, name, "rejected", report.rows_in, 0, 0,
-                                  report.message, now.isoformat()))
+        with _state_io():
+            ledger.record(BatchRecord(digest, batch_id, name, "accepted", report.rows_in,
+                                      report.rows_accepted, report.rows_quarantined,
+                                      report.message, now.isoformat()))
+    except StoreUnavailable:
+        store.remove_batch(batch_id)
+        raise
+    except Exception as e:  # whatever the batch made fail rejects it, not the run
+        if not isinstance(e, BatchRejected):
+            report.message = _reason(e)
+        report.status, report.rows_accepted, report.rows_quarantined = "rejected", 0, 0
+        with _state_io():
+            store.remove_batch(batch_id)
+            ledger.record(BatchRecord(digest, batch_id, name, "rejected", report.rows_in, 0, 0,
+                                      report.message, now.isoformat()))
         raise BatchRejected(report) from None
-    ledger.record(BatchRecord(digest, batch_id, name, "accepted", report.rows_in,
-                              report.rows_accepted, report.rows_quarantined, report.message,
-                              now.isoformat()))
     return report
 
 
@@ -115,16 +197,19 @@ def ingest_catalog(items: pd.DataFrame, stores: Stores, batch_id: str) -> Checke
 def _check_and_store(read: Callable[[], tuple[pd.DataFrame, list[str]]], report: BatchReport,
                      stores: Stores, now: datetime, cfg: IngestConfig) -> BatchReport:
     store = stores.store
-    catalog = store.read_catalog()
+    with _state_io():
+        catalog = store.read_catalog()
+        history = store.read(KEY, skip_batch=report.batch_id)
+        accepted_before = stores.ledger.all().query("status == 'accepted'")["rows_accepted"]
     if catalog is None:
         raise DatasetError("no item catalog in the store yet: ingest the catalog first")
     raw, report.ignored_columns = read()
     report.rows_in = len(raw)
     if raw.empty:
         raise DatasetError(f"{report.file_name}: no rows")
-    history = store.read(KEY, skip_batch=report.batch_id)
     checked = validate_interactions(raw, catalog["item_id"], int(now.timestamp()), history,
-                                    docs_root=stores.data_docs, run_name=report.batch_id)
+                                    docs_root=stores.data_docs if cfg.data_docs else None,
+                                    run_name=report.batch_id)
     report.failures, report.data_docs = checked.failures, checked.docs
     bad_share = len(checked.quarantined) / len(raw)
     if bad_share > cfg.max_bad_share:
@@ -132,11 +217,12 @@ def _check_and_store(read: Callable[[], tuple[pd.DataFrame, list[str]]], report:
                           f"{cfg.max_bad_share:.0%}: {checked.failures}")
         raise BatchRejected(report)
     # the usual volume: earlier accepted batches, but for the first (the initial history)
-    earlier = stores.ledger.all().query("status == 'accepted'")["rows_accepted"].iloc[1:]
+    earlier = accepted_before.iloc[1:]
     report.drift = drift_summary(checked.accepted, history,
                                  float(earlier.median()) if len(earlier) else None, cfg.drift)
-    store.append(checked.accepted, report.batch_id)
-    store.put_quarantine(checked.quarantined, report.batch_id, "interactions")
+    with _state_io():
+        store.append(checked.accepted, report.batch_id)
+        store.put_quarantine(checked.quarantined, report.batch_id, "interactions")
     report.status = "accepted"
     report.rows_accepted, report.rows_quarantined = len(checked.accepted), len(checked.quarantined)
     notes = [f"{report.rows_accepted} rows accepted, {report.rows_quarantined} quarantined"]

@@ -37,7 +37,8 @@ class BatchRecord:
 
 
 class Ledger:
-    """Every file ever taken from the inbox, keyed by the SHA-256 of its content."""
+    """Every content ever taken from the inbox, keyed by its SHA-256, with the outcome of its
+    latest attempt: an accepted content is never ingested again, a rejected one may be."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -55,8 +56,9 @@ class Ledger:
         return BatchRecord(*row) if row else None
 
     def record(self, batch: BatchRecord) -> None:
+        """Record an attempt, in place of an earlier one of the same content."""
         with closing(sqlite3.connect(self.path)) as db, db:
-            db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        tuple(batch.__dict__.values()))
 
     def all(self) -> pd.DataFrame:
@@ -130,6 +132,15 @@ class InteractionStore:
         write_parquet(quarantined.astype({c: "string" for c in quarantined.columns
                                           if c != "row"}).assign(batch_id=batch_id), path)
         return path
+
+    def remove_batch(self, batch_id: str) -> None:
+        """Remove whatever a failed attempt of batch `batch_id` wrote: its interaction files,
+        quarantine files and staging folder."""
+        for path in [*self.interactions.glob(f"*/{batch_id}-*.parquet"),
+                     *self.quarantine.glob(f"{batch_id}-*.parquet")]:
+            path.unlink(missing_ok=True)
+        for staging in (self.root / ".staging").glob(f"{batch_id}-*"):
+            shutil.rmtree(staging, ignore_errors=True)
 
     def read_quarantine(self) -> pd.DataFrame:
         files = sorted(self.quarantine.glob("*.parquet"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -22,35 +21,65 @@ from ingestion.readers import (
 )
 
 
+def sequence_log(path: Path, start: int = 0) -> pd.DataFrame:
+    """One line per user, `user item item ...` in time order (S3-Rec's Beauty.txt), as text
+    interactions (ids as written) whose timestamp is `start` plus the position in the line."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    users, items, steps = [], [], []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                ids = line.split()
+                if len(ids) > 1:  # a user alone on a line has no interaction
+                    users += [ids[0]] * (len(ids) - 1)
+                    items += ids[1:]
+                    steps += [str(start + step) for step in range(len(ids) - 1)]
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not valid UTF-8 ({e})") from e
+    return text_frame({"user_id": users, "item_id": items, "timestamp": steps})
+
+
 def read_sequences(path: Path) -> pd.DataFrame:
     """One line per user, `user item item ...` in time order (S3-Rec's Beauty.txt): typed
     interactions whose timestamp is the position in the sequence."""
-    users, items, steps = [], [], []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            ids = line.split()
-            if len(ids) > 1:
-                users += [int(ids[0])] * (len(ids) - 1)
-                items += [int(i) for i in ids[1:]]
-                steps += range(len(ids) - 1)
-    return pd.DataFrame({"user_id": users, "item_id": items, "timestamp": steps})
+    return sequence_log(path).astype("int64")
+
+
+def load_sequences(path: Path, items_path: Path, start: int = 0) -> RawDataset:
+    """S3-Rec sequences (`sequence_log`) and their items: a tab-separated file with a header,
+    item_id and title, categories as genres (`Beauty.item_text.tsv`); other fields ignored."""
+    return RawDataset(sequence_log(path, start), _atomic_items(items_path))
+
+
+def load_recbole_split(data_dir: Path, name: str, start: int = 0) -> RawDataset:
+    """RecBole atomic files of a leave-one-out split (UniSRec preprocessing), as text: each
+    user's sequence is its test history plus the test target, the timestamp `start` plus the
+    position in it; items are the `.text` lines (text as title), their ids from `.item2index`
+    (a text without an id, or an id without a text, is kept with the field missing)."""
+    path = data_dir / f"{name}.test.inter"
+    test, _ = select_columns(path, _read_atomic(path), {
+        "user_id": "user_id", "item_id_list": "history", "item_id": "target"})
+    sequence = (test["history"].fillna("") + " " + test["target"].fillna("")).str.split()
+    log = test[["user_id"]].assign(item_id=sequence).explode("item_id").dropna(subset="item_id")
+    position = log.groupby(level=0).cumcount() + start  # per line of the file
+    interactions = log.assign(timestamp=position.astype(str)).reset_index(drop=True).astype(
+        pd.StringDtype("pyarrow"))
+    text = _read_atomic(data_dir / f"{name}.text").rename(columns={"item_id": "asin",
+                                                                   "text": "title"})
+    index = _read_atomic(data_dir / f"{name}.item2index", names=["asin", "item_id"])
+    items = text[["asin", "title"]].merge(index, on="asin", how="outer", sort=False)
+    return RawDataset(interactions, items.assign(genres=None, tags=None)[
+        ["item_id", "title", "genres", "tags"]])
 
 
 def read_recbole_split(data_dir: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """RecBole atomic files of a leave-one-out split (UniSRec preprocessing): each user's
-    sequence is its test history plus the test target; items carry their `.text`."""
-    test = pd.read_csv(data_dir / f"{name}.test.inter", sep="\t", dtype=str)
-    test.columns = ["user_id", "history", "target"]
-    seqs = (test["history"] + " " + test["target"]).str.split()
-    interactions = pd.DataFrame({"user_id": test["user_id"].astype("int64").repeat(seqs.str.len()),
-                                 "item_id": np.concatenate(seqs.to_numpy()).astype("int64")})
-    interactions["timestamp"] = interactions.groupby("user_id").cumcount()
-    text = pd.read_csv(data_dir / f"{name}.text", sep="\t", dtype=str, quoting=3)
-    text.columns = ["asin", "text"]
-    index = pd.read_csv(data_dir / f"{name}.item2index", sep="\t", header=None, dtype=str,
-                        names=["asin", "item_id"], quoting=3)
-    items = text.merge(index, on="asin").astype({"item_id": "int64"})[["item_id", "text"]]
-    return interactions.reset_index(drop=True), items
+    """`load_recbole_split` typed: interactions (timestamp the position from 0), and the
+    items that have both an id and a text, as item_id and `text`."""
+    raw = load_recbole_split(data_dir, name)
+    items = raw.items.dropna(subset=["item_id", "title"]).rename(columns={"title": "text"})
+    return (raw.interactions.astype("int64"),
+            items.astype({"item_id": "int64"})[["item_id", "text"]].reset_index(drop=True))
 
 
 # canonical item field -> the RecBole fields it is taken from, the first present
@@ -59,19 +88,21 @@ RECBOLE_ITEM_FIELDS = {"title": ("title", "movie_title", "text"),
                        "tags": ("brand", "store")}
 
 
-def _read_atomic(path: Path) -> pd.DataFrame:
-    """A RecBole atomic file: tab separated, unquoted, a header of `field:type` names; text
-    columns named by field, without the type."""
+def _read_atomic(path: Path, names: list[str] | None = None) -> pd.DataFrame:
+    """A RecBole atomic file: tab separated, unquoted, a header of `field:type` names (or,
+    given `names`, no header); text columns named by field, without the type."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
+    headed = names is None
     try:
-        with path.open(encoding="utf-8", newline="") as f:
-            header = f.readline().rstrip("\r\n")
-        if not header.strip():
-            raise DatasetError(f"{path}: empty file, no header and no rows")
-        names = [h.strip().rsplit(":", 1)[0] for h in header.split("\t")]
+        if headed:
+            with path.open(encoding="utf-8", newline="") as f:
+                header = f.readline().rstrip("\r\n")
+            if not header.strip():
+                raise DatasetError(f"{path}: empty file, no header and no rows")
+            names = [h.strip().rsplit(":", 1)[0] for h in header.split("\t")]
         table = pacsv.read_csv(
-            path, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+            path, read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(headed)),
             parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False),
             convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
                                                  strings_can_be_null=True, null_values=[""]))
@@ -91,8 +122,12 @@ def _recbole_items(data_dir: Path, name: str, item_ids: pd.Series) -> pd.DataFra
     """Items of `<name>.item`, else of `<name>.text`, else only the ids in `item_ids`."""
     path = next((p for p in (data_dir / f"{name}.item", data_dir / f"{name}.text")
                  if p.is_file()), None)
-    if path is None:
-        return _bare_items(item_ids)
+    return _bare_items(item_ids) if path is None else _atomic_items(path)
+
+
+def _atomic_items(path: Path) -> pd.DataFrame:
+    """The items of an atomic file (`_read_atomic`) in the canonical fields, taken from the
+    RecBole fields of RECBOLE_ITEM_FIELDS."""
     df = _read_atomic(path)
     sources = {next(c for c in fields if c in df.columns): field
                for field, fields in RECBOLE_ITEM_FIELDS.items() if df.columns.isin(fields).any()}
@@ -101,12 +136,12 @@ def _recbole_items(data_dir: Path, name: str, item_ids: pd.Series) -> pd.DataFra
                         )[["item_id", *RECBOLE_ITEM_FIELDS]]
 
 
-def load_recbole_atomic(data_dir: Path, name: str) -> RawDataset:
+def load_recbole_atomic(data_dir: Path, name: str, start: int = 0) -> RawDataset:
     """RecBole atomic files: `<name>.inter` (user_id, item_id, optional timestamp and rating)
     and, when present, `<name>.item` or else `<name>.text` (UniSRec). Item title from title,
     movie_title or text; genres from categories, genres or genre; tags from brand or store;
     sequence values stay as written; other fields are ignored. Without a timestamp, the
-    timestamp is the order of the user's rows in the file (0, 1, ...)."""
+    timestamp is `start` plus the order of the user's rows in the file (0, 1, ...)."""
     path = data_dir / f"{name}.inter"
     interactions, _ = select_columns(path, _read_atomic(path),
                               {"user_id": "user_id", "item_id": "item_id"},
@@ -115,7 +150,7 @@ def load_recbole_atomic(data_dir: Path, name: str) -> RawDataset:
         interactions["timestamp"] = interactions["timestamp"].str.replace(
             r"^([0-9]+)\.0*$", r"\1", regex=True)
     else:
-        order = interactions.groupby("user_id", dropna=False, sort=False).cumcount()
+        order = interactions.groupby("user_id", dropna=False, sort=False).cumcount() + start
         interactions["timestamp"] = order.astype(str).astype(pd.StringDtype("pyarrow"))
     interactions = interactions[[c for c in ("user_id", "item_id", "timestamp", "rating")
                                  if c in interactions.columns]]

@@ -3,7 +3,9 @@
 Interactions: user_id, item_id, timestamp (unix seconds), rating and event_type (optional).
 Items: item_id, title, genres, tags.
 Everything is read as text so that validation, not the reader, decides what is malformed.
-Formats: CSV, Parquet or JSON Lines batches; MovieLens (CSV or `::`-separated .dat releases).
+Formats: CSV (`,` `;` tab or `|` separated), Parquet or JSON Lines batches, plain, gzip or zstd
+compressed, UTF-8 with or without a byte-order mark; column names match whatever their case and
+surrounding spaces (`column_key`). MovieLens (CSV or `::`-separated .dat releases).
 The published benchmark formats are read by `ingestion.published`.
 """
 
@@ -11,11 +13,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -25,6 +30,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 BUNDLED_MOVIELENS = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
+BATCH_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".jsonl": "jsonl",
+                 ".ndjson": "jsonl"}
+COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd")
+GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+DELIMITERS = ",;\t|"
+# a missing value as spreadsheet and database exports spell it ("NaN" is not one: it is text)
+NULL_SPELLINGS = ["", "NULL", "null", "Null", "\\N", "NA", "N/A", "n/a", "#N/A", "None", "nil"]
+CSV_BLOCK_BYTES = 1 << 24  # the longest CSV row that can be read
+# what reading a truncated, corrupt or mistyped file raises
+UNREADABLE = (pa.ArrowException, OSError, EOFError, zlib.error)
 
 
 class DatasetError(ValueError):
@@ -37,14 +52,29 @@ class RawDataset:
     items: pd.DataFrame
 
 
-def json_records(path: Path) -> Iterator[dict]:
-    """The object of each line of a JSON Lines file, plain or gzipped (an empty one for a blank
-    line); a line that is not a JSON object fails, named by its number."""
+def open_binary(path: Path) -> BinaryIO:
+    """The bytes of a file, decompressed when it is gzip or zstd (known by its first bytes);
+    a truncated or corrupt compressed file fails when read."""
     with path.open("rb") as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gzipped else open
+        magic = f.read(4)
+    if magic.startswith(GZIP_MAGIC):
+        return gzip.open(path, "rb")
+    if magic == ZSTD_MAGIC:
+        return pa.input_stream(str(path), compression="zstd")
+    return path.open("rb")
+
+
+def open_text(path: Path) -> io.TextIOWrapper:
+    """A text file as `open_binary` reads it, UTF-8 with or without a byte-order mark, its line
+    endings (LF, CRLF or CR) kept."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="")
+
+
+def json_records(path: Path) -> Iterator[dict]:
+    """The object of each line of a JSON Lines file, plain or compressed (an empty one for a
+    blank line); a line that is not a JSON object fails, named by its number."""
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
+        with open_text(path) as f:
             for n, line in enumerate(f, 1):
                 try:
                     record = json.loads(line) if line.strip() else {}
@@ -55,43 +85,77 @@ def json_records(path: Path) -> Iterator[dict]:
                 yield record
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not valid UTF-8 ({e})") from e
-    except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt gzip file
+    except UNREADABLE as e:  # a truncated or corrupt compressed file
         raise DatasetError(f"{path}: not a readable file ({e})") from e
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
-    """CSV, Parquet or JSON Lines by file suffix, every value as text (None when missing)."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+def batch_format(path: Path) -> str:
+    """csv, parquet or jsonl, by the file's suffix before any compression suffix."""
+    name = path.name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    if (fmt := BATCH_FORMATS.get(Path(name).suffix)) is None:
+        raise DatasetError(f"{path}: not a batch file: CSV, Parquet or JSON Lines named "
+                           f"{', '.join(BATCH_FORMATS)}, optionally compressed "
+                           f"({', '.join(COMPRESSED_SUFFIXES)})")
+    return fmt
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """Every column as text (None when missing); typed times become unix seconds."""
+    try:
+        with open_binary(path) as f:
+            table = pq.read_table(pa.BufferReader(f.read()))
+    except UNREADABLE as e:
+        raise DatasetError(f"{path}: not a readable Parquet file ({e})") from e
+    columns = {}
+    for name, col in zip(table.column_names, table.columns, strict=True):
         try:
-            table = pq.read_table(path)
-        except (pa.ArrowException, OSError) as e:
-            raise DatasetError(f"{path}: not a readable Parquet file ({e})") from e
-        columns = {}
-        for name, col in zip(table.column_names, table.columns, strict=True):
-            if pa.types.is_timestamp(col.type):  # typed times become unix seconds
+            if pa.types.is_timestamp(col.type):
                 col = pc.cast(col, pa.timestamp("s"), safe=False).cast(pa.int64())
             columns[name] = col.cast(pa.string())
-        return pa.table(columns).to_pandas().astype(object).where(lambda d: d.notna(), None)
-    if suffix in (".jsonl", ".ndjson"):
-        records = [record for record in json_records(path) if record]
-        if not records:
-            raise DatasetError(f"{path}: no rows")
-        df = pd.DataFrame.from_records(records)
-        # a key absent from some lines is NaN in the frame: missing, not the text 'nan'
-        return df.map(lambda v: None if v is None or v is pd.NA or v != v else str(v)
-                      ).astype(object)
+        except pa.ArrowException as e:
+            raise DatasetError(f"{path}: column {name!r} of type {col.type} cannot be read as "
+                               f"text ({e})") from e
+    return pa.table(columns).to_pandas().astype(object).where(lambda d: d.notna(), None)
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """Every value as text (None when null or absent from a line)."""
+    records = [record for record in json_records(path) if record]
+    if not records:
+        raise DatasetError(f"{path}: no rows")
+    keys = list(dict.fromkeys(k for record in records for k in record))
+    # each value's own text (a column of ints with a null is not made floats); absent: missing
+    return pd.DataFrame({k: [None if (v := r.get(k)) is None else str(v) for r in records]
+                         for k in keys}, dtype=object)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Every field as text, the spellings of NULL_SPELLINGS missing; the delimiter is the one of
+    DELIMITERS that splits the header line most; the header's names as written, repeats kept."""
     try:
-        with path.open(encoding="utf-8", newline="") as f:
-            header = next(csv.reader(f), None)
-        if header is None:
+        with open_text(path) as f:
+            first = f.readline()
+        if not first:
             raise DatasetError(f"{path}: empty file, no header and no rows")
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True,
-            null_values=[""]))
-    except (UnicodeDecodeError, csv.Error, pa.ArrowInvalid) as e:
+        delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([first], delimiter=d))))
+        header = next(csv.reader([first], delimiter=delimiter))
+        names = [f"f{i}" for i in range(len(header))]  # positional: a header may repeat a name
+        with open_binary(path) as f:
+            table = pacsv.read_csv(
+                f, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1,
+                                                  block_size=CSV_BLOCK_BYTES),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True,
+                    null_values=NULL_SPELLINGS))
+    except (UnicodeDecodeError, csv.Error, *UNREADABLE) as e:
         raise DatasetError(f"{path}: not a readable UTF-8 CSV file ({e})") from e
-    return arrow_text_frame(table)
+    return arrow_text_frame(table.rename_columns(header))
+
+
+READERS = {"csv": _read_csv, "parquet": _read_parquet, "jsonl": _read_jsonl}
 
 
 def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | None = None
@@ -100,19 +164,36 @@ def read_table(path: Path, columns: dict[str, str], optional: dict[str, str] | N
     `optional` that are present; also name the columns that were ignored."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    return select_columns(path, _read_frame(path), columns, optional)
+    return select_columns(path, READERS[batch_format(path)](path), columns, optional)
+
+
+def column_key(name: str) -> str:
+    """What a column name is matched by: case, surrounding spaces, and spaces or hyphens for
+    underscores do not matter ("Item ID" is item_id)."""
+    return re.sub(r"[\s-]+", "_", name.strip()).casefold()
 
 
 def select_columns(path: Path, df: pd.DataFrame, columns: dict[str, str],
             optional: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Keep and rename `columns` and the present `optional` ones of `df`, read from `path`;
-    also name the columns that were ignored."""
-    missing = sorted(set(columns) - set(df.columns))
+    """Keep and rename `columns` and the present `optional` ones of `df`, read from `path`,
+    matching names as `column_key` does; also name the columns that were ignored. A wanted
+    column that appears twice fails."""
+    wanted = {column_key(k): v for k, v in ((optional or {}) | columns).items()}
+    found: dict[str, list[int]] = {}
+    for i, name in enumerate(df.columns):
+        if (canonical := wanted.get(column_key(str(name)))) is not None:
+            found.setdefault(canonical, []).append(i)
+    missing = sorted(k for k, v in columns.items() if v not in found)
     if missing:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
-    keep = columns | {k: v for k, v in (optional or {}).items() if k in df.columns}
-    ignored = [c for c in df.columns if c not in keep]
-    return df[list(keep)].rename(columns=keep), ignored
+    repeated = sorted(v for v, at in found.items() if len(at) > 1)
+    if repeated:
+        raise DatasetError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
+    keep = {found[v][0]: v for v in dict.fromkeys([*columns.values(), *(optional or {}).values()])
+            if v in found}  # in the order asked for
+    selected = df.iloc[:, list(keep)].set_axis(list(keep.values()), axis=1)
+    ignored = [str(c) or "(unnamed)" for i, c in enumerate(df.columns) if i not in keep]
+    return selected, ignored
 
 
 def read_interaction_batch(path: Path) -> tuple[pd.DataFrame, list[str]]:

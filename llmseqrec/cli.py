@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +58,8 @@ def with_params(command: Callable) -> Callable:
                                  annotation=Annotated[f.annotation, typer.Option(
                                      help=f.description, rich_help_panel="Retrain settings")])
                for name, f in fields.items()]
-    own = [p for p in inspect.signature(command).parameters.values() if p.name != "params"]
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.name != "params"]
 
     @functools.wraps(command)
     def wrapper(**kwargs):
@@ -77,7 +77,10 @@ def with_params(command: Callable) -> Callable:
 @app.command()
 @with_params
 def run(
-    data_dir: Annotated[Path, typer.Option(help="MovieLens-format data")] = BUNDLED_MOVIELENS,
+    data: Annotated[Path, typer.Option(
+        "--data", "--data-dir", help="Data directory: MovieLens, RecBole atomic files, a "
+        "UniSRec split, S3-Rec sequences, Amazon Reviews JSON Lines, or interactions.* + "
+        "items.* (see the README)")] = BUNDLED_MOVIELENS,
     state_dir: StateDir = None,
     encoder: Annotated[str | None, typer.Option(help="HF model id or local path")] = None,
     pooling: Annotated[str, typer.Option(help="mean, cls, or last (decoder LLMs)")] = "mean",
@@ -88,14 +91,18 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
     from features.store import EmbeddingVersionError
     from flows.train_pipeline import train_pipeline
-    from ingestion.batches import BatchRejected
+    from ingestion.batches import BatchRejected, StoreUnavailable
+    from ingestion.layouts import detect
 
-    _quiet_tracebacks(DatasetError, BatchRejected, EmbeddingVersionError, NothingToTrain)
+    expected = (DatasetError, BatchRejected, StoreUnavailable, EmbeddingVersionError,
+                NothingToTrain)
+    _quiet_tracebacks(*expected)
     stores = _stores(state_dir)
     try:
-        summary = train_pipeline(data_dir=data_dir, state_dir=stores.state_dir, encoder=encoder,
+        detect(data)  # an unknown layout fails here, before a Prefect server starts
+        summary = train_pipeline(data_dir=data, state_dir=stores.state_dir, encoder=encoder,
                                  pooling=pooling, prompt=prompt, params=params)
-    except (DatasetError, BatchRejected, EmbeddingVersionError, NothingToTrain) as e:
+    except expected as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(summary, indent=2))
@@ -118,16 +125,20 @@ Next:
 @app.command()
 def ingest(state_dir: StateDir = None,
            max_bad_share: Annotated[float, typer.Option(
-               help="Reject a batch whose share of failing rows is above this")] = 0.2) -> None:
+               help="Reject a batch whose share of failing rows is above this")] = 0.2,
+           retry_rejected: Annotated[bool, typer.Option(
+               help="First send the files of <inbox>/rejected/ (fixed, or to check again "
+                    "against the current catalog) back to the inbox")] = False) -> None:
     """Ingest every new file in the inbox (<state dir>/inbox) with the ingest-inbox flow."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.ingest import ingest_inbox
-    from ingestion.batches import BatchesRejected, BatchRejected
+    from ingestion.batches import BatchesRejected, BatchRejected, StoreUnavailable
 
-    _quiet_tracebacks(DatasetError, BatchRejected, BatchesRejected)
+    _quiet_tracebacks(DatasetError, BatchRejected, BatchesRejected, StoreUnavailable)
     stores = _stores(state_dir)
     try:
-        reports = ingest_inbox(state_dir=stores.state_dir, max_bad_share=max_bad_share)
+        reports = ingest_inbox(state_dir=stores.state_dir, max_bad_share=max_bad_share,
+                               retry_rejected=retry_rejected)
     except BatchesRejected as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -189,22 +200,6 @@ def rollback(state_dir: StateDir = None) -> None:
     typer.echo(f"champion: version {current} -> version {previous}")
 
 
-def serve_command(stores: Stores, port: int, host: str = "127.0.0.1",
-                  workers: int | None = None) -> tuple[list[str], dict]:
-    """`mlflow models serve` of the champion, following the alias (a new champion is served
-    within seconds, without a restart), and the environment it needs."""
-    from serving.registry import MODEL_NAME
-
-    bin_dir = str(Path(sys.executable).parent)
-    env = os.environ | {"MLFLOW_TRACKING_URI": stores.tracking_uri,
-                        "LLMSEQREC_FOLLOW": f"{MODEL_NAME}@champion",
-                        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    cmd = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion",
-           "--env-manager", "local", "--host", host, "--port", str(port),
-           "--workers", str(workers or os.cpu_count() or 1)]
-    return cmd, env
-
-
 def wait_for_champion(stores: Stores, every_s: float = 5) -> None:
     """Block until the registry has a champion (the tracking server may be starting too)."""
     import mlflow
@@ -232,8 +227,11 @@ def serve(port: int = 5001, host: str = "127.0.0.1", state_dir: StateDir = None,
                    "(default: one per core)")] = None,
           wait: Annotated[bool, typer.Option(help="Wait for a champion to exist")] = False
           ) -> None:
-    """Serve the champion with `mlflow models serve` (loopback only unless --host says else);
-    a newly promoted champion is picked up within seconds."""
+    """Serve the champion with MLflow's scoring server behind a hardening layer (a client's
+    mistake is a clear 4xx), on loopback unless --host says else; a newly promoted champion is
+    picked up within seconds."""
+    from llmseqrec.ops import serve_command
+
     stores = _stores(state_dir)
     if wait:
         wait_for_champion(stores)

@@ -69,6 +69,25 @@ def services(stores: Stores, ports: Ports, pool: str) -> list[Service]:
     ]
 
 
+def serve_command(stores: Stores, port: int, host: str = HOST,
+                  workers: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The model server of the champion and the environment it needs: MLflow's scoring app
+    behind `serving.hardened`, run by uvicorn (the server program of `mlflow models serve`)
+    with `workers` processes (default one per core), each following the alias (a new champion
+    is served within seconds, without a restart)."""
+    from serving.follower import FOLLOW
+    from serving.hardened import MODEL_URI
+    from serving.registry import CHAMPION, MODEL_NAME
+
+    env = os.environ | {"MLFLOW_TRACKING_URI": stores.tracking_uri,
+                        MODEL_URI: f"models:/{MODEL_NAME}@{CHAMPION}",
+                        FOLLOW: f"{MODEL_NAME}@{CHAMPION}"}
+    cmd = [str(Path(sys.executable).parent / "uvicorn"), "--factory",
+           "serving.hardened:create_app", "--host", host, "--port", str(port),
+           "--workers", str(workers or os.cpu_count() or 1)]
+    return cmd, env
+
+
 def run_dir(stores: Stores) -> Path:
     return stores.state_dir / "run"
 

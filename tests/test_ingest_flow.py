@@ -8,6 +8,7 @@ from prefect.client.orchestration import get_client
 
 from features.store import feature_store, read_recent_items
 from flows.ingest import ingest_inbox
+from ingestion.batches import ingest_catalog
 from ingestion.drift import drift_summary, js_divergence
 from ingestion.state import Stores
 from llmseqrec.replay import drop_next
@@ -50,6 +51,26 @@ def test_replayed_days_flow_through_the_inbox(movielens_slice, tmp_path, prefect
     assert state.is_failed()
     assert "day-003.csv: batch rejected: 100% of" in state.message
     assert (stores.inbox / "rejected" / "day-003.csv").is_file()
+
+
+def test_a_batch_the_store_cannot_take_is_retried_rejected_and_sent_again(tmp_path,
+                                                                          prefect_harness):
+    stores = Stores(tmp_path / "state")
+    ingest_catalog(pd.DataFrame({"item_id": ["1", "2"], "title": ["A", "B"]}), stores, "catalog")
+    stores.inbox.mkdir(parents=True)
+    (stores.inbox / "day.csv").write_text("user_id,item_id,timestamp\n1,1,1400000000\n"
+                                          "1,2,1400000001\n")
+    stores.store.interactions.write_text("a file where the store's folder should be")
+    state = ingest_inbox(state_dir=stores.state_dir, data_docs=False, return_state=True)
+    assert state.is_failed()
+    assert "day.csv: batch rejected: not ingested, the retries failed too: StoreUnavailable" \
+        in state.message
+    assert (stores.inbox / "rejected" / "day.csv.reason.txt").is_file()
+    assert stores.ledger.all().empty  # nothing recorded: the content may come again
+    stores.store.interactions.unlink()
+    [report] = ingest_inbox(state_dir=stores.state_dir, data_docs=False, retry_rejected=True)
+    assert report.status == "accepted" and report.rows_accepted == 2
+    assert list((stores.inbox / "rejected").iterdir()) == []
 
 
 def test_drift_figures():

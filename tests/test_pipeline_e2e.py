@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from flows.train_pipeline import train_pipeline
 from ingestion.state import Stores
-from llmseqrec.cli import app, serve_command
+from llmseqrec.cli import app
+from llmseqrec.ops import serve_command
 from serving.registry import MODEL_NAME
 from training.params import RetrainParams
 

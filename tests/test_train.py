@@ -15,6 +15,7 @@ from training.model import ModelConfig, SeqRec, TextTable
 from training.train import grown_state, train_model
 
 
+@pytest.mark.e2e  # two processes started by a real torchrun
 def test_ddp_on_two_cpu_processes_follows_the_single_process_curve(tmp_path, free_port):
     out = tmp_path / "ddp.json"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
