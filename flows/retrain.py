@@ -66,7 +66,20 @@ def load_champion(stores: Stores) -> Recommender | None:
     return load_recommender(MODEL_NAME, CHAMPION)
 
 
-@task(retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def not_about_the_data(task, task_run, state) -> bool:
+    """Retry a read only when it may succeed on retry: not when it answered that the data is
+    missing or of another version (a ValueError or LookupError)."""
+    try:
+        state.result()
+    except (ValueError, LookupError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=not_about_the_data,
+      cache_policy=NO_CACHE)
 def read_text(stores: Stores, items: pd.DataFrame, params: RetrainParams,
               now: datetime) -> TextTable | None:
     """The published LLM embedding of every catalog item, as of `now` (None for `id`)."""

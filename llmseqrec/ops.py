@@ -167,6 +167,8 @@ def down(stores: Stores, timeout_s: float = 30) -> list[str]:
                 time.sleep(0.5)
             if running(stores, name):
                 os.killpg(pid, signal.SIGKILL)
+                while running(stores, name) and time.monotonic() < deadline + 5:
+                    time.sleep(0.1)  # until the kernel has ended it
         pid_file.unlink()
         lines.append(f"{name}: {'stopped' if pid else 'was not running'}")
     return lines

@@ -258,7 +258,7 @@ def test_two_retrains_started_together_run_one_after_the_other(stack, tmp_path):
     runs = sorted(stack.flow_runs("retrain")[-3:], key=lambda r: r["start_time"])
     trains = stack.post("task_runs/filter", {
         "flow_runs": {"id": {"any_": [r["id"] for r in runs]}},
-        "task_runs": {"name": {"like_": "train-"}}, "sort": "EXPECTED_START_TIME_ASC",
+        "task_runs": {"name": {"like_": "fit-"}}, "sort": "EXPECTED_START_TIME_ASC",
         "limit": 10, "offset": 0})
     assert len(trains) == 2
     assert trains[0]["end_time"] <= trains[1]["start_time"]
