@@ -19,7 +19,7 @@ install: $(BIN)/.installed
 run: install
 	$(BIN)/llmseqrec run
 
-# everything: unit, data and model tests, then the end-to-end runs of real servers (~12 min)
+# everything: unit, data and model tests, then the end-to-end runs of real servers (~30 min)
 test: install
 	$(BIN)/pytest
 
