@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from features.store import refresh_user_features
+from flows.retries import retry_if
 from ingestion.batches import (
     BatchesRejected,
     BatchRejected,
@@ -56,19 +57,8 @@ def refresh_batch_users(stores: Stores, report: BatchReport, now: datetime) -> i
                                  batch_user_histories(stores, report.batch_id), now)
 
 
-def state_failed(task, task_run, state) -> bool:
-    """Retry a batch only when the state directory failed: a batch that was read is answered
-    (accepted or rejected), and reading it again cannot change that."""
-    try:
-        state.result()
-    except StoreUnavailable:
-        return True
-    except Exception:
-        return False
-    return False
-
-
-@task(retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=state_failed,
+@task(retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_if(
+          lambda e: isinstance(e, StoreUnavailable)),  # a read batch is answered already
       cache_policy=NO_CACHE)
 def ingest_one(path: Path, stores: Stores, cfg: IngestConfig) -> BatchReport:
     """One batch file: its report, "rejected" ones too. Raises StoreUnavailable, retried, when

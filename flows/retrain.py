@@ -30,6 +30,7 @@ from features.store import (
     register_model_features,
     store_config,
 )
+from flows.retries import retry_if
 from ingestion.readers import DatasetError
 from ingestion.state import Stores, default_state_dir
 from serving.gate import GATED, Gate, decide, p95_latency_ms
@@ -66,19 +67,9 @@ def load_champion(stores: Stores) -> Recommender | None:
     return load_recommender(MODEL_NAME, CHAMPION)
 
 
-def not_about_the_data(task, task_run, state) -> bool:
-    """Retry a read only when it may succeed on retry: not when it answered that the data is
-    missing or of another version (a ValueError or LookupError)."""
-    try:
-        state.result()
-    except (ValueError, LookupError):
-        return False
-    except Exception:
-        return True
-    return False
-
-
-@task(retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=not_about_the_data,
+@task(retries=2, retry_delay_seconds=[2, 5], retry_condition_fn=retry_if(
+          # not when it answered that the data is missing or of another version
+          lambda e: not isinstance(e, ValueError | LookupError)),
       cache_policy=NO_CACHE)
 def read_text(stores: Stores, items: pd.DataFrame, params: RetrainParams,
               now: datetime) -> TextTable | None:
