@@ -21,6 +21,8 @@ ISO_WITH_OFFSET = rf"^{_DATE}[T ]{_TIME}(?:Z|[+-][0-9]{{2}}(?::?[0-9]{{2}})?)$"
 # ISO-8601 without an offset: a local time of an unknown zone, quarantined
 ISO_WITHOUT_OFFSET = rf"^{_DATE}(?:[T ]{_TIME})?$"
 # Timestamps are read by `validate_interactions` from any of their accepted forms.
+# a CSV row with more or fewer fields than its header: its whole text, its fields missing
+MALFORMED_ROW = "malformed_row"
 INTERACTION_FORMATS = {"user_id": INTEGER_ID, "item_id": INTEGER_ID, "rating": NUMBER,
                        "event_type": EVENT_TYPE}
 
@@ -36,7 +38,7 @@ def _true(column: str, name: str) -> gxe.Expectation:
 
 def interaction_suite(now: int, optional: list[str]) -> gx.ExpectationSuite:
     """Row checks of an interaction log as of `now` (unix s); `optional` names the optional
-    columns present (rating, event_type)."""
+    columns present (rating, event_type, MALFORMED_ROW)."""
     checks = [
         _check(gxe.ExpectColumnValuesToNotBeNull(column="user_id"), "user_id_missing"),
         _true("user_id_well_formed", "user_id_not_integer"),
@@ -55,6 +57,8 @@ def interaction_suite(now: int, optional: list[str]) -> gx.ExpectationSuite:
         _check(gxe.ExpectColumnValuesToBeInSet(column="already_stored", value_set=[False]),
                "already_stored"),
     ]
+    if MALFORMED_ROW in optional:
+        checks.append(_true("fields_match_header", "wrong_field_count"))
     if "event_type" in optional:
         checks.append(_true("event_type_well_formed", "event_type_invalid"))
     if "rating" in optional:

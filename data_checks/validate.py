@@ -22,6 +22,7 @@ from data_checks.suites import (
     INTERACTION_FORMATS,
     ISO_WITH_OFFSET,
     ISO_WITHOUT_OFFSET,
+    MALFORMED_ROW,
     interaction_suite,
     item_suite,
 )
@@ -163,10 +164,12 @@ def validate_interactions(interactions: pd.DataFrame, catalog_ids, now: int,
                           run_name: str = "interactions") -> CheckedFrame:
     """Check a raw interaction log against the catalog, the clock and what is already stored."""
     raw = interactions.reset_index(drop=True)
-    optional = [c for c in ("rating", "event_type") if c in raw.columns]
+    optional = [c for c in ("rating", "event_type", MALFORMED_ROW) if c in raw.columns]
     prepared = raw[KEY].copy()  # the suite reads these raw columns; the rest are helpers
+    if MALFORMED_ROW in optional:
+        prepared["fields_match_header"] = raw[MALFORMED_ROW].isna().to_numpy()
     parsed = {}
-    for column in ["user_id", "item_id", *optional]:
+    for column in ["user_id", "item_id", *(c for c in optional if c in PARSED_TYPES)]:
         prepared[f"{column}_well_formed"], parsed[column] = _parse(
             raw[column], INTERACTION_FORMATS[column], PARSED_TYPES.get(column, pa.int64()))
     helpers, parsed["timestamp"] = _timestamps(raw["timestamp"], now)

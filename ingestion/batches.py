@@ -96,12 +96,23 @@ def _move(path: Path, folder: Path) -> None:
     shutil.move(path, folder / path.name)
 
 
+def _move_or_say(path: Path, folder: Path, report: BatchReport) -> None:
+    """Move `path` into `folder`; if that fails, say so in the report: the file stays."""
+    try:
+        _move(path, folder)
+    except OSError as e:
+        report.message = _one_line(f"{report.message}; it could not be moved to {folder} "
+                                   f"({e}) and stays in the inbox")
+
+
 def reject_file(path: Path, report: BatchReport) -> None:
-    """Move a rejected inbox file to rejected/ beside it, its reason in `<name>.reason.txt`."""
+    """Move a rejected inbox file to rejected/ beside it, its reason in `<name>.reason.txt`
+    (or, when it cannot be moved, leave it in the inbox and say so in the report)."""
     folder = path.parent / "rejected"
-    _move(path, folder)
-    (folder / f"{path.name}{REASON_SUFFIX}").write_text(
-        f"batch {report.batch_id or '-'} rejected: {report.message}\n")
+    _move_or_say(path, folder, report)
+    if not path.exists():
+        (folder / f"{path.name}{REASON_SUFFIX}").write_text(
+            f"batch {report.batch_id or '-'} rejected: {report.message}\n")
 
 
 def requeue_rejected(inbox: Path) -> list[Path]:
@@ -133,7 +144,7 @@ def ingest_file(path: Path, stores: Stores, now: datetime,
     except BatchRejected as e:
         reject_file(path, e.report)
         raise
-    _move(path, path.parent / "processed")
+    _move_or_say(path, path.parent / "processed", report)
     return report
 
 

@@ -29,6 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from data_checks.suites import MALFORMED_ROW
+
 BUNDLED_MOVIELENS = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
 BATCH_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".jsonl": "jsonl",
                  ".ndjson": "jsonl"}
@@ -133,7 +135,15 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     """Every field as text, the spellings of NULL_SPELLINGS missing; the delimiter is the one of
-    DELIMITERS that splits the header line most; the header's names as written, repeats kept."""
+    DELIMITERS that splits the header line most; the header's names as written, repeats kept.
+    A row with more or fewer fields than the header is kept whole, as text, in the column
+    MALFORMED_ROW (its fields missing), after the others: validation quarantines it."""
+    malformed: list[str] = []
+
+    def keep_malformed(row: pacsv.InvalidRow) -> str:
+        malformed.append(row.text)
+        return "skip"
+
     try:
         with open_text(path) as f:
             first = f.readline()
@@ -146,12 +156,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
             table = pacsv.read_csv(
                 f, read_options=pacsv.ReadOptions(column_names=names, skip_rows=1,
                                                   block_size=CSV_BLOCK_BYTES),
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+                                                  invalid_row_handler=keep_malformed),
                 convert_options=pacsv.ConvertOptions(
                     column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True,
                     null_values=NULL_SPELLINGS))
     except (UnicodeDecodeError, csv.Error, *UNREADABLE) as e:
         raise DatasetError(f"{path}: not a readable UTF-8 CSV file ({e})") from e
+    if malformed:
+        table = pa.concat_tables([
+            table.append_column(MALFORMED_ROW, pa.nulls(len(table), pa.string())),
+            pa.table([pa.nulls(len(malformed), pa.string())] * len(names)
+                     + [pa.array(malformed, pa.string())], names=[*names, MALFORMED_ROW])])
+        header = [*header, MALFORMED_ROW]
     return arrow_text_frame(table.rename_columns(header))
 
 
@@ -199,7 +216,8 @@ def select_columns(path: Path, df: pd.DataFrame, columns: dict[str, str],
 def read_interaction_batch(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """An inbox batch: user_id, item_id, timestamp, optional rating and event_type."""
     return read_table(path, {c: c for c in ("user_id", "item_id", "timestamp")},
-                      optional={"rating": "rating", "event_type": "event_type"})
+                      optional={"rating": "rating", "event_type": "event_type",
+                                MALFORMED_ROW: MALFORMED_ROW})
 
 
 # the fields of each `::`-separated file of the .dat releases (ML-1M, ML-10M), named as in

@@ -134,11 +134,22 @@ def test_rows_already_stored_are_quarantined(stores):
     assert report.failures == {"already_stored": 2} and report.rows_accepted == 10
 
 
+def test_a_row_of_the_wrong_field_count_is_quarantined_whole(stores):
+    good = [",".join(r.values()) for r in rows(20)]
+    ragged = ["1,2", f"1,2,{T0 + 900},4.0,extra", '3,"4,5"']
+    report, before = send(stores, "ragged.csv", "\r\n".join(
+        ["user_id,item_id,timestamp,rating", *good[:5], *ragged, *good[5:]]) + "\r\n")
+    assert_conserved(stores, report, before)
+    assert report.rows_accepted == 20 and report.failures["wrong_field_count"] == 3
+    quarantined = stores.store.read_quarantine()
+    assert sorted(quarantined["malformed_row"]) == sorted(ragged)
+    assert quarantined["failed_checks"].str.contains("wrong_field_count").all()
+
+
 @pytest.mark.parametrize(("name", "content", "says"), [
     ("no-time.csv", "user_id,item_id\n1,2\n", "missing column(s) timestamp"),
     ("twice.csv", "user_id,item_id,timestamp, Timestamp\n1,2,1400000000,3\n",
      "column(s) timestamp appear more than once"),
-    ("ragged.csv", "user_id,item_id,timestamp\n1,2,1400000000\n1,2\n", "Expected 3 columns"),
     ("cut.csv.gz", gzip.compress(b"user_id,item_id,timestamp\n1,2,1400000000\n" * 99)[:60],
      "not a readable UTF-8 CSV file"),
     ("batch.xlsx", b"PK\x03\x04", "not a batch file"),
@@ -190,6 +201,22 @@ def test_a_batch_rejected_for_the_catalog_goes_in_once_the_catalog_has_its_items
     assert_conserved(stores, report, before)
     assert stores.ledger.all()["status"].tolist() == ["accepted", "accepted"]
     again, _ = send(stores, "new-items-copy.csv", batch)  # accepted content counts once
+    assert again.status == "duplicate"
+
+
+def test_a_file_that_cannot_be_moved_stays_in_the_inbox_and_is_named(stores):
+    shutil.rmtree(stores.inbox / "processed")
+    for folder in ("rejected", "processed"):
+        (stores.inbox / folder).write_text("a file where the folder should be")
+    fingerprint = store_fingerprint(stores)
+    outcome, _ = send(stores, "bad.xlsx", b"PK\x03\x04")
+    assert isinstance(outcome, BatchRejected) and "not a batch file" in str(outcome)
+    assert "stays in the inbox" in outcome.report.message
+    assert (stores.inbox / "bad.xlsx").is_file() and store_fingerprint(stores) == fingerprint
+    report, before = send(stores, "good.csv", pd.DataFrame(rows(10, start=700)))
+    assert report.status == "accepted" and "stays in the inbox" in report.message
+    assert len(stores.store.read()) == before + 10 and (stores.inbox / "good.csv").is_file()
+    again, _ = send(stores, "good.csv", pd.DataFrame(rows(10, start=700)))
     assert again.status == "duplicate"
 
 
