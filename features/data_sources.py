@@ -14,3 +14,10 @@ user_recent_items_source = FileSource(
     timestamp_field="event_timestamp",
     description="Each user's most recent items, newest last, as of the event timestamp",
 )
+
+embedded_items_source = FileSource(
+    name="embedded_items_source",
+    path="data/embedded_items.parquet",
+    timestamp_field="event_timestamp",
+    description="The catalog ids embedded with each embedding version, as of the event timestamp",
+)

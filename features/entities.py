@@ -13,3 +13,10 @@ user = Entity(
     value_type=ValueType.INT64,
     description="A user, by the id of the interaction log",
 )
+
+embedding_recipe = Entity(
+    name="embedding_recipe",
+    join_keys=["recipe"],
+    value_type=ValueType.STRING,
+    description="An embedding version: the encoder and text recipe item vectors were made with",
+)

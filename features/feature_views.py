@@ -1,8 +1,12 @@
 from feast import FeatureView, Field
 from feast.types import Array, Float32, Int64, String
 
-from features.data_sources import item_embeddings_source, user_recent_items_source
-from features.entities import item, user
+from features.data_sources import (
+    embedded_items_source,
+    item_embeddings_source,
+    user_recent_items_source,
+)
+from features.entities import embedding_recipe, item, user
 
 item_embeddings = FeatureView(
     name="item_embeddings",
@@ -16,6 +20,19 @@ item_embeddings = FeatureView(
     source=item_embeddings_source,
     online=True,
     description="LLM embeddings of item texts",
+)
+
+embedded_items = FeatureView(
+    name="embedded_items",
+    entities=[embedding_recipe],
+    schema=[
+        Field(name="item_ids", dtype=Array(Int64),
+              description="Catalog ids of every item published with this embedding version"),
+    ],
+    source=embedded_items_source,
+    online=True,
+    description="Which items have an embedding of a version: where a served model finds the "
+                "items new since it was trained",
 )
 
 user_recent_items = FeatureView(

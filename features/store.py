@@ -13,10 +13,14 @@ import pandas as pd
 import yaml
 from feast import FeatureService, FeatureStore, RepoConfig
 
-from features.data_sources import item_embeddings_source, user_recent_items_source
-from features.entities import item, user
+from features.data_sources import (
+    embedded_items_source,
+    item_embeddings_source,
+    user_recent_items_source,
+)
+from features.entities import embedding_recipe, item, user
 from features.feature_services import recommender
-from features.feature_views import item_embeddings, user_recent_items
+from features.feature_views import embedded_items, item_embeddings, user_recent_items
 from features.files import write_parquet
 from training.model import EmbeddingVersionError
 
@@ -24,8 +28,9 @@ FEATURE_REPO = Path(__file__).resolve().parent
 # a feature_store.yaml template to use instead of FEATURE_REPO's (another online store)
 FEATURE_STORE_TEMPLATE = "LLMSEQREC_FEATURE_STORE_YAML"
 FIRST_FEATURE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
-DEFINITIONS = [item, user, item_embeddings_source, user_recent_items_source,
-               item_embeddings, user_recent_items, recommender]
+DEFINITIONS = [item, user, embedding_recipe, item_embeddings_source, embedded_items_source,
+               user_recent_items_source, item_embeddings, embedded_items, user_recent_items,
+               recommender]
 
 
 def store_config(state_dir: Path, expand_env: bool = True) -> str:
@@ -79,12 +84,14 @@ def _materialize(store: FeatureStore, view_name: str, as_of: datetime) -> None:
 
 def publish_item_embeddings(state_dir: Path, items: pd.DataFrame, embeddings: np.ndarray,
                             embedding_version: str, as_of: datetime) -> int:
-    """Append, as of `as_of`, the embedding of every item that is new or whose vector or
-    version changed to the offline source (earlier rows stay: point-in-time reads see them),
-    `feast apply`, materialize the change online; the rows appended."""
+    """Append, as of `as_of`, the embedding and title of every item that is new or whose
+    vector, title or version changed to the offline source (earlier rows stay: point-in-time
+    reads see them), and the items embedded with this version; `feast apply`, materialize the
+    change online; the item rows appended."""
     store = feature_store(state_dir)
+    ids = items["item_id"].to_numpy(np.int64)
     rows = pd.DataFrame({
-        "item_id": items["item_id"].to_numpy(np.int64),
+        "item_id": ids,
         "embedding": list(embeddings.astype(np.float32)),
         "title": items["title"].astype(str).to_numpy(),
         "embedding_version": embedding_version,
@@ -97,15 +104,36 @@ def publish_item_embeddings(state_dir: Path, items: pd.DataFrame, embeddings: np
         latest = stored.sort_values("event_timestamp").groupby("item_id").tail(1)
         latest = latest.set_index("item_id").reindex(rows["item_id"])
         changed = [not (isinstance(old, np.ndarray) and version == embedding_version
-                        and np.array_equal(old, new))
-                   for old, version, new in zip(latest["embedding"], latest["embedding_version"],
-                                                rows["embedding"], strict=True)]
+                        and title == new_title and np.array_equal(old, new))
+                   for old, version, title, new, new_title in zip(
+                       latest["embedding"], latest["embedding_version"], latest["title"],
+                       rows["embedding"], rows["title"], strict=True)]
         rows = rows[np.array(changed, dtype=bool)]
         table = pd.concat([stored, rows], ignore_index=True)
     write_parquet(table, path)
+    _publish_embedded_items(store, ids, embedding_version, as_of)
     store.apply(DEFINITIONS)
     _materialize(store, item_embeddings.name, as_of)
+    _materialize(store, embedded_items.name, as_of)
     return len(rows)
+
+
+def _publish_embedded_items(store: FeatureStore, item_ids: np.ndarray, embedding_version: str,
+                            as_of: datetime) -> None:
+    """Add `item_ids` to the items embedded with `embedding_version`, as of `as_of`."""
+    path = _source_path(store, embedded_items_source)
+    stored = pd.read_parquet(path) if path.is_file() else None
+    before = np.array([], dtype=np.int64)
+    if stored is not None:
+        own = stored[stored["recipe"] == embedding_version].sort_values("event_timestamp")
+        if len(own):
+            before = np.asarray(own["item_ids"].iloc[-1], dtype=np.int64)
+    ids = np.union1d(before, item_ids.astype(np.int64))
+    if len(ids) == len(before):
+        return
+    row = pd.DataFrame({"recipe": [embedding_version], "item_ids": [ids],
+                        "event_timestamp": [as_of]})
+    write_parquet(row if stored is None else pd.concat([stored, row], ignore_index=True), path)
 
 
 def published_embedding_version(state_dir: Path) -> str | None:
@@ -177,3 +205,22 @@ def read_recent_items(store: FeatureStore, user_ids: list[int]) -> list[list[int
         entity_rows=[{"user_id": int(u)} for u in user_ids],
     ).to_dict()
     return [list(r) if r is not None else None for r in rows["recent_items"]]
+
+
+def read_embedded_items(store: FeatureStore, embedding_version: str) -> np.ndarray:
+    """Catalog ids of the items with an embedding of `embedding_version`, from the online
+    store (sorted; empty before any)."""
+    [ids] = store.get_online_features(features=["embedded_items:item_ids"],
+                                      entity_rows=[{"recipe": embedding_version}]
+                                      ).to_dict()["item_ids"]
+    return np.asarray(ids if ids is not None else [], dtype=np.int64)
+
+
+def read_online_items(store: FeatureStore, item_ids: np.ndarray) -> pd.DataFrame:
+    """The latest embedding, title and embedding version of each item, from the online store,
+    indexed by item id (missing values for an item it lacks)."""
+    rows = store.get_online_features(
+        features=["item_embeddings:embedding", "item_embeddings:title",
+                  "item_embeddings:embedding_version"],
+        entity_rows=[{"item_id": int(i)} for i in item_ids]).to_dict()
+    return pd.DataFrame(rows).set_index("item_id")

@@ -48,12 +48,17 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.model = SeqRec(cfg, None if text is None else
                             TextTable(text, bundle["embedding_version"]))
         self.model.load_state_dict(bundle["state_dict"])
-        self.model.eval()
+        self.use(self.model, ItemIndex(bundle["item_ids"].numpy()), bundle["titles"],
+                 bundle["popularity"])
+
+    def use(self, model: SeqRec, index: ItemIndex, titles: list[str],
+            popularity: torch.Tensor) -> None:
+        """Serve `model` over the catalog `index` (model id i + 1 is `index.item_ids[i]`, with
+        `titles[i]`; `popularity` (n + 1,) the fallback scores, padding first)."""
+        self.model = model.eval()
         with torch.no_grad():  # fixed while served: computed once, not per query
             self.items = self.model.item_embeddings()  # (n, C)
-        self.index = ItemIndex(bundle["item_ids"].numpy())
-        self.titles = bundle["titles"]
-        self.popularity = bundle["popularity"]
+        self.index, self.titles, self.popularity = index, titles, popularity
 
     def predict(self, context, model_input: list[Query], params=None) -> list[Answer]:
         histories = self.histories(model_input)
