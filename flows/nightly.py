@@ -27,7 +27,7 @@ def nightly(state_dir: Path | None = None, params: RetrainParams | None = None,
     stores = Stores(Path(state_dir) if state_dir else default_state_dir())
     started = datetime.now(UTC).isoformat()
     ingested = ingest_inbox(state_dir=stores.state_dir, max_bad_share=max_bad_share,
-                            return_state=True)
+                            encoder=encoder, return_state=True)
     batches = stores.ledger.all()
     new = (batches["status"] == "accepted") & (batches["received_at"] >= started)
     accepted = batches.loc[new, "file_name"].tolist()

@@ -10,17 +10,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 
 import pandas as pd
 
 from data_checks.validate import CheckedFrame, validate_interactions, validate_items
 from ingestion.drift import DriftThresholds, drift_summary
-from ingestion.interaction_store import BatchRecord
+from ingestion.interaction_store import BatchRecord, Ledger
 from ingestion.readers import DatasetError, read_interaction_batch
 from ingestion.state import Stores
 
 KEY = ["user_id", "item_id", "timestamp"]
+Read = Callable[[], tuple[pd.DataFrame, list[str]]]  # a batch's raw rows, ignored columns
 REASON_SUFFIX = ".reason.txt"  # beside a rejected file: why it was rejected
 MAX_REASON_CHARS = 500
 
@@ -47,6 +49,10 @@ class BatchReport:
     data_docs: str | None = None
 
 
+# checks a read batch and stores its rows, or raises BatchRejected: the report of the batch
+CheckAndStore = Callable[[Read, BatchReport, Stores, datetime, IngestConfig], BatchReport]
+
+
 class BatchRejected(Exception):
     def __init__(self, report: BatchReport) -> None:
         super().__init__(f"{report.file_name}: batch rejected: {report.message}")
@@ -63,7 +69,7 @@ class StoreUnavailable(Exception):
 
 
 @contextmanager
-def _state_io() -> Iterator[None]:
+def state_io() -> Iterator[None]:
     """Report an I/O failure of the state directory as StoreUnavailable."""
     try:
         yield
@@ -128,14 +134,16 @@ def requeue_rejected(inbox: Path) -> list[Path]:
     return moved
 
 
-def ingest_file(path: Path, stores: Stores, now: datetime,
-                cfg: IngestConfig = IngestConfig()) -> BatchReport:
-    """Ingest an inbox file once, then move it to processed/ beside it. A rejected file goes to
-    rejected/ with its reason (BatchRejected); on StoreUnavailable it stays in the inbox."""
+def ingest_file(path: Path, stores: Stores, now: datetime, cfg: IngestConfig = IngestConfig(),
+                kind: BatchKind | None = None) -> BatchReport:
+    """Ingest an inbox file (a batch of `kind`, default INTERACTIONS) once, then move it to
+    processed/ beside it. A rejected file goes to rejected/ with its reason (BatchRejected);
+    on StoreUnavailable it stays in the inbox."""
+    kind = kind or INTERACTIONS
     try:
         digest = content_hash(path)
-        report = ingest_batch(lambda: read_interaction_batch(path), path.name, digest, stores,
-                              now, cfg)
+        report = ingest_batch(lambda: kind.read(path), path.name, digest, stores, now, cfg,
+                              kind)
     except OSError as e:  # the file itself cannot be read: no retry makes it readable
         report = BatchReport(path.name, "", "rejected",
                              _one_line(f"{path}: cannot be read ({e})"))
@@ -159,15 +167,18 @@ def reject_unstored(path: Path, error: BaseException) -> BatchReport:
     return report
 
 
-def ingest_batch(read: Callable[[], tuple[pd.DataFrame, list[str]]], name: str, digest: str,
-                 stores: Stores, now: datetime, cfg: IngestConfig = IngestConfig()) -> BatchReport:
-    """Ingest the batch `read` returns (raw rows, ignored columns) unless content `digest` was
-    accepted before. Raises BatchRejected, after recording the rejection, when it is rejected:
-    whatever failed while reading, validating or storing it, the store is left unchanged.
-    Raises StoreUnavailable, nothing recorded, when the state directory failed."""
-    ledger, store = stores.ledger, stores.store
+def ingest_batch(read: Read, name: str, digest: str, stores: Stores, now: datetime,
+                 cfg: IngestConfig = IngestConfig(), kind: BatchKind | None = None
+                 ) -> BatchReport:
+    """Ingest the batch (of `kind`, default INTERACTIONS) that `read` returns (raw rows,
+    ignored columns) unless content `digest` was accepted before. Raises BatchRejected, after
+    recording the rejection, when it is rejected: whatever failed while reading, validating or
+    storing it, the store is left unchanged. Raises StoreUnavailable, nothing recorded, when
+    the state directory failed."""
+    kind = kind or INTERACTIONS
+    ledger, store = kind.ledger(stores), stores.store
     batch_id = digest[:16]  # the same content always gets the same id and file names
-    with _state_io():
+    with state_io():
         seen = ledger.find(digest)
     if seen and seen.status == "accepted":  # a rejected content is checked again: fixed since?
         return BatchReport(name, seen.batch_id, "duplicate",
@@ -175,8 +186,8 @@ def ingest_batch(read: Callable[[], tuple[pd.DataFrame, list[str]]], name: str, 
                            f"from {seen.file_name} at {seen.received_at}")
     report = BatchReport(name, batch_id, "rejected", "")
     try:
-        report = _check_and_store(read, report, stores, now, cfg)
-        with _state_io():
+        report = kind.check_and_store(read, report, stores, now, cfg)
+        with state_io():
             ledger.record(BatchRecord(digest, batch_id, name, "accepted", report.rows_in,
                                       report.rows_accepted, report.rows_quarantined,
                                       report.message, now.isoformat()))
@@ -187,7 +198,7 @@ def ingest_batch(read: Callable[[], tuple[pd.DataFrame, list[str]]], name: str, 
         if not isinstance(e, BatchRejected):
             report.message = _reason(e)
         report.status, report.rows_accepted, report.rows_quarantined = "rejected", 0, 0
-        with _state_io():
+        with state_io():
             store.remove_batch(batch_id)
             ledger.record(BatchRecord(digest, batch_id, name, "rejected", report.rows_in, 0, 0,
                                       report.message, now.isoformat()))
@@ -205,44 +216,75 @@ def ingest_catalog(items: pd.DataFrame, stores: Stores, batch_id: str) -> Checke
     return checked
 
 
-def _check_and_store(read: Callable[[], tuple[pd.DataFrame, list[str]]], report: BatchReport,
-                     stores: Stores, now: datetime, cfg: IngestConfig) -> BatchReport:
+def read_rows(read: Read, report: BatchReport) -> pd.DataFrame:
+    """The batch's raw rows (at least one), its ignored columns and row count in `report`."""
+    raw, report.ignored_columns = read()
+    report.rows_in = len(raw)
+    if raw.empty:
+        raise DatasetError(f"{report.file_name}: no rows")
+    return raw
+
+
+def refuse_if_too_bad(checked: CheckedFrame, report: BatchReport, cfg: IngestConfig) -> None:
+    """Record the checks' outcome in `report`; raise BatchRejected when more than
+    `cfg.max_bad_share` of the rows failed."""
+    report.failures, report.data_docs = checked.failures, checked.docs
+    bad_share = len(checked.quarantined) / checked.rows_in
+    if bad_share > cfg.max_bad_share:
+        report.message = (f"{bad_share:.0%} of {checked.rows_in} rows failed checks, over the "
+                          f"limit of {cfg.max_bad_share:.0%}: {checked.failures}")
+        raise BatchRejected(report)
+
+
+def accept(checked: CheckedFrame, report: BatchReport, notes: list[str]) -> BatchReport:
+    """`report` of a stored batch, its message the counts, ignored columns and `notes`."""
+    report.status = "accepted"
+    report.rows_accepted, report.rows_quarantined = len(checked.accepted), len(checked.quarantined)
+    counts = f"{report.rows_accepted} rows accepted, {report.rows_quarantined} quarantined"
+    ignored = ([f"ignored extra column(s) {', '.join(report.ignored_columns)}"]
+               if report.ignored_columns else [])
+    report.message = "; ".join([counts, *ignored, *notes])
+    return report
+
+
+def _check_and_store(read: Read, report: BatchReport, stores: Stores, now: datetime,
+                     cfg: IngestConfig) -> BatchReport:
     store = stores.store
-    with _state_io():
+    with state_io():
         catalog = store.read_catalog()
         history = store.read(KEY, skip_batch=report.batch_id)
         accepted_before = stores.ledger.all().query("status == 'accepted'")["rows_accepted"]
     if catalog is None:
         raise DatasetError("no item catalog in the store yet: ingest the catalog first")
-    raw, report.ignored_columns = read()
-    report.rows_in = len(raw)
-    if raw.empty:
-        raise DatasetError(f"{report.file_name}: no rows")
+    raw = read_rows(read, report)
     checked = validate_interactions(raw, catalog["item_id"], int(now.timestamp()), history,
                                     docs_root=stores.data_docs if cfg.data_docs else None,
                                     run_name=report.batch_id)
-    report.failures, report.data_docs = checked.failures, checked.docs
-    bad_share = len(checked.quarantined) / len(raw)
-    if bad_share > cfg.max_bad_share:
-        report.message = (f"{bad_share:.0%} of {len(raw)} rows failed checks, over the limit of "
-                          f"{cfg.max_bad_share:.0%}: {checked.failures}")
-        raise BatchRejected(report)
+    refuse_if_too_bad(checked, report, cfg)
     # the usual volume: earlier accepted batches, but for the first (the initial history)
     earlier = accepted_before.iloc[1:]
     report.drift = drift_summary(checked.accepted, history,
                                  float(earlier.median()) if len(earlier) else None, cfg.drift)
-    with _state_io():
+    with state_io():
         store.append(checked.accepted, report.batch_id)
         store.put_quarantine(checked.quarantined, report.batch_id, "interactions")
-    report.status = "accepted"
-    report.rows_accepted, report.rows_quarantined = len(checked.accepted), len(checked.quarantined)
-    notes = [f"{report.rows_accepted} rows accepted, {report.rows_quarantined} quarantined"]
-    if report.ignored_columns:
-        notes.append(f"ignored extra column(s) {', '.join(report.ignored_columns)}")
-    if report.drift.get("flags"):
-        notes.append(f"drift flagged: {', '.join(report.drift['flags'])}")
-    report.message = "; ".join(notes)
-    return report
+    flags = report.drift.get("flags")
+    return accept(checked, report, [f"drift flagged: {', '.join(flags)}"] if flags else [])
+
+
+@dataclass(frozen=True)
+class BatchKind:
+    """A kind of inbox batch: what reads its file, what checks and stores its rows, and the
+    ledger that counts its contents once."""
+
+    name: str
+    read: Callable[[Path], tuple[pd.DataFrame, list[str]]]
+    check_and_store: CheckAndStore
+    ledger: Callable[[Stores], Ledger]
+
+
+INTERACTIONS = BatchKind("interactions", read_interaction_batch, _check_and_store,
+                         attrgetter("ledger"))
 
 
 def batch_user_histories(stores: Stores, batch_id: str) -> pd.DataFrame:

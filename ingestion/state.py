@@ -48,7 +48,13 @@ class Stores:
 
     @property
     def ledger(self) -> Ledger:
+        """The interaction batches taken from the inbox."""
         return Ledger(self.state_dir / "store" / "ledger.db")
+
+    @property
+    def catalog_ledger(self) -> Ledger:
+        """The catalog batches taken from inbox/items/."""
+        return Ledger(self.state_dir / "store" / "catalog_ledger.db")
 
     @property
     def data_docs(self) -> Path:
