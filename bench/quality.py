@@ -88,25 +88,20 @@ def train_and_test(interactions: pd.DataFrame, items, text: TextTable | None,
             **compared["model"]}, compared["popularity"]
 
 
-def summarize(runs: list[dict]) -> dict[str, dict[str, list[float]]]:
-    """Mean and standard deviation over seeds of the headline figures, per model."""
+def summarize(runs: list[dict], keys: tuple[str, ...] = SUMMARY
+              ) -> dict[str, dict[str, list[float]]]:
+    """Mean and standard deviation over seeds of the headline figures `keys`, per model."""
     out = {}
     for model in dict.fromkeys(r["model"] for r in runs):
         rows = [r for r in runs if r["model"] == model]
         out[model] = {k: [statistics.fmean(r[k] for r in rows),
                           statistics.pstdev(r[k] for r in rows)]
-                      for k in SUMMARY if all(k in r for r in rows)}
+                      for k in keys if all(k in r for r in rows)}
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset", choices=["beauty", "scientific", "ml-latest-small"],
-                        required=True)
-    parser.add_argument("--item-repr", nargs="+", default=["id"], choices=["id", "text", "hybrid"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--tag", default="", help="suffix of the results file name")
+def add_params_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every RetrainParams field but item_repr and seed, defaulting to its default."""
     settings = parser.add_argument_group("retrain settings (RetrainParams; default its own)")
     for name, field in RetrainParams.model_fields.items():
         if name in ("item_repr", "seed"):
@@ -118,6 +113,29 @@ def main() -> None:
         else:
             settings.add_argument(flag, type=type(field.default), default=field.default,
                                   help=field.description)
+
+
+def params_from(args: argparse.Namespace) -> RetrainParams:
+    """The settings the flags of `add_params_flags` name; never warm-started."""
+    return RetrainParams(**{k: v for k, v in vars(args).items()
+                            if k in RetrainParams.model_fields}, warm_start=False)
+
+
+def machine(world: int = 1) -> str:
+    return (f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+            f"torch {torch.__version__}, device {device()}, {world} process(es), "
+            f"{torch.get_num_threads()} thread(s) each")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", choices=["beauty", "scientific", "ml-latest-small"],
+                        required=True)
+    parser.add_argument("--item-repr", nargs="+", default=["id"], choices=["id", "text", "hybrid"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
+    add_params_flags(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -128,14 +146,11 @@ def main() -> None:
     catalog = interactions["item_id"] if items is None else items["item_id"]
     index, split = dataset(interactions, catalog)
     text = text_table(items, index, fields) if items is not None else None
-    base = RetrainParams(**{k: v for k, v in vars(args).items()
-                            if k in RetrainParams.model_fields}, warm_start=False)
+    base = params_from(args)
     runs = []
     result = {
         "benchmark": "quality", "dataset": args.dataset,
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-                   f"torch {torch.__version__}, device {device()}, {world} process(es), "
-                   f"{torch.get_num_threads()} thread(s) each",
+        "machine": machine(world),
         "protocol": "leave-one-out, full ranking over all items; test_* exclude the items of "
                     "the history, test_unfiltered_* do not; slices by the target's training "
                     "popularity (head: top 20% of items, cold: <= 4 training interactions)",

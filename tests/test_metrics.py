@@ -63,6 +63,14 @@ def test_test_metrics_per_slice_are_those_of_its_users():
     assert metrics["test_cold_mrr"] == pytest.approx(1 / 9)
     assert metrics["test_unfiltered_head_recall_at_1"] == 0.0  # unfiltered: item 1 comes first
     assert metrics["test_recall_at_1"] == pytest.approx(1 / 3)
+    # new: by default the items never trained on (item 10), else the ones named
+    assert metrics["test_new_users"] == 1 and metrics["test_warm_users"] == 2
+    assert metrics["test_new_mrr"] == pytest.approx(1 / 9)
+    named = np.zeros(len(counts), dtype=bool)
+    named[3] = True
+    metrics = evaluate_test(popularity_scorer(counts), split, counts, ks=(1,), new=named)
+    assert metrics["test_new_users"] == 1 and metrics["test_new_recall_at_1"] == 0.0
+    assert metrics["test_warm_recall_at_1"] == 0.5
 
 
 def test_a_model_of_another_catalog_is_scored_on_ours():

@@ -91,17 +91,25 @@ def item_slices(counts: np.ndarray, head_share: float = 0.2, cold_max: int = 4
 
 
 def evaluate_test(score: Scorer, split: Split, counts: np.ndarray,
-                  ks: tuple[int, ...] = (10, 20, 50)) -> dict[str, float]:
+                  ks: tuple[int, ...] = (10, 20, 50), new: np.ndarray | None = None
+                  ) -> dict[str, float]:
     """The test numbers: full ranking of each user's last item, with the history's items
     excluded (`test_ndcg_at_10`) and not (`test_unfiltered_ndcg_at_10`), overall and for the
-    users whose target is a head, tail or cold item (`test_tail_ndcg_at_10`, `test_tail_users`).
-    `counts` are the training interactions of each item (`sequences.popularity`)."""
+    users whose target is a head, tail or cold item (`test_tail_ndcg_at_10`, `test_tail_users`),
+    and a `new` item or a `warm` one. `counts` are the training interactions of each item
+    (`sequences.popularity`); `new` marks the items new to the model (a mask over model ids),
+    by default those it never saw in training (count 0; they are cold items too)."""
     targets = split.test_target
+    slices = item_slices(counts)
+    slices["new"] = counts == 0 if new is None else np.asarray(new, dtype=bool)
+    slices["new"][0] = False  # padding
+    slices["warm"] = ~slices["new"]
+    slices["warm"][0] = False
     out = {}
     for protocol, exclude_seen in (("", True), ("unfiltered_", False)):
         ranks = rank_targets(score, split.test_history, targets, exclude_seen)
         out |= {f"test_{protocol}{k}": v for k, v in ranking_metrics(ranks, ks).items()}
-        for name, items in item_slices(counts).items():
+        for name, items in slices.items():
             users = torch.from_numpy(items[targets])
             out[f"test_{name}_users"] = int(users.sum())
             if users.any():
