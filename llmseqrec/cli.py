@@ -26,6 +26,7 @@ app = typer.Typer(help="LLM-enhanced sequential recommendation, run as MLOps.",
 
 StateDir = Annotated[Path | None, typer.Option(help="State directory (default $LLMSEQREC_HOME "
                                                     "or ./.llmseqrec)")]
+Encoder = Annotated[str | None, typer.Option(help="HF model id or local path")]
 
 
 class NoTracebackFor(logging.Filter):
@@ -82,7 +83,7 @@ def run(
         "UniSRec split, S3-Rec sequences, Amazon Reviews JSON Lines, or interactions.* + "
         "items.* (see the README)")] = BUNDLED_MOVIELENS,
     state_dir: StateDir = None,
-    encoder: Annotated[str | None, typer.Option(help="HF model id or local path")] = None,
+    encoder: Encoder = None,
     pooling: Annotated[str, typer.Option(help="mean, cls, or last (decoder LLMs)")] = "mean",
     prompt: Annotated[str, typer.Option(help="Template around each item text")] = "{text}",
     params: RetrainParams | None = None,
@@ -128,8 +129,11 @@ def ingest(state_dir: StateDir = None,
                help="Reject a batch whose share of failing rows is above this")] = 0.2,
            retry_rejected: Annotated[bool, typer.Option(
                help="First send the files of <inbox>/rejected/ (fixed, or to check again "
-                    "against the current catalog) back to the inbox")] = False) -> None:
-    """Ingest every new file in the inbox (<state dir>/inbox) with the ingest-inbox flow."""
+                    "against the current catalog) back to the inbox")] = False,
+           encoder: Encoder = None) -> None:
+    """Ingest every new file in the inbox with the ingest flow: catalog batches in
+    <state dir>/inbox/items/ (then their new or changed items are embedded with --encoder and
+    published), interaction batches in <state dir>/inbox/."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.ingest import ingest_inbox
     from ingestion.batches import BatchesRejected, BatchRejected, StoreUnavailable
@@ -138,7 +142,7 @@ def ingest(state_dir: StateDir = None,
     stores = _stores(state_dir)
     try:
         reports = ingest_inbox(state_dir=stores.state_dir, max_bad_share=max_bad_share,
-                               retry_rejected=retry_rejected)
+                               retry_rejected=retry_rejected, encoder=encoder)
     except BatchesRejected as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -146,6 +150,28 @@ def ingest(state_dir: StateDir = None,
         typer.echo(f"{r.file_name}: {r.status}: {r.message}")
     if not reports:
         typer.echo(f"inbox {stores.inbox} is empty")
+
+
+@app.command("embed-items")
+def embed_items(state_dir: StateDir = None, encoder: Encoder = None,
+                pooling: Annotated[str, typer.Option(help="mean, cls, or last")] = "mean",
+                prompt: Annotated[str, typer.Option(help="Template around each item text")
+                                  ] = "{text}") -> None:
+    """Embed the catalog's new or changed item texts and publish them to the feature store,
+    offline and online (what `ingest` does after a catalog batch, and `nightly` every run):
+    the served champion scores the new items within its refresh interval."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.embed_items import embed_items as embed
+
+    _quiet_tracebacks(DatasetError)
+    try:
+        embedded = embed(state_dir=_stores(state_dir).state_dir, encoder=encoder,
+                         pooling=pooling, prompt=prompt)
+    except DatasetError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"embedding version {embedded.version}: {embedded.encoded} of "
+               f"{len(embedded.item_ids)} items encoded, the rest cached")
 
 
 @app.command()
