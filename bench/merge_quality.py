@@ -1,5 +1,6 @@
-"""Merge the results of benchmark runs made in parallel (one seed or one model per process)
-into one file with the mean and spread over seeds; each part's settings are kept:
+"""Merge the results of benchmark runs made in parallel (one seed or one model per process) of
+bench/quality.py or bench/new_items.py into one file with the mean and spread over seeds;
+each part's settings are kept:
 
     .venv/bin/python bench/merge_quality.py bench/results/quality-beauty-id-ce-seed{1,2,3}.json \\
         --out bench/results/quality-beauty-id-ce.json
@@ -11,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from quality import summarize
+from quality import SUMMARY, summarize
 
 
 def main() -> None:
@@ -20,14 +21,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     parts = [json.loads(p.read_text()) for p in args.parts]
-    runs = [parts[0]["runs"][0]]  # the popularity baseline: the same in every part
-    runs += [run for part in parts for run in part["runs"][1:]]
+    # one run per model and seed: bench/quality.py's popularity baseline (no seed) is the same
+    # in every part; bench/new_items.py's is of each seed's withheld items
+    runs = list({(r["model"], r.get("seed")): r for part in parts for r in part["runs"]}.values())
+    keys = tuple(parts[0].get("summary_keys", SUMMARY))
     merged = {**parts[0], "date": max(p["date"] for p in parts),
               "seconds": max(p["seconds"] for p in parts),
-              "settings": {**parts[0]["settings"], "seeds": [r["seed"] for r in runs[1:]]},
+              "settings": {**parts[0]["settings"],
+                           "seeds": sorted({r["seed"] for r in runs if "seed" in r})},
               "parts": [{"file": path.name, "settings": p["settings"]}
                         for path, p in zip(args.parts, parts, strict=True)],
-              "summary": summarize(runs[1:]), "runs": runs}
+              "summary": summarize([r for r in runs if "seed" in r], keys), "runs": runs}
     args.out.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps(merged["summary"], indent=2))
 

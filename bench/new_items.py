@@ -92,6 +92,7 @@ def main() -> None:
         "protocol": __doc__.split("\n\n")[0].replace("\n", " "),
         "users": len(split.test_target), "items": len(index),
         "settings": vars(args) | {"params": base.model_dump()},
+        "summary_keys": ["test_new_users", *KEYS],
     }
     name = f"new-items-{args.dataset}{args.tag}.json"
     runs, started = [], time.perf_counter()
@@ -117,7 +118,7 @@ def main() -> None:
                               if k in ("model", "seed", "best_epoch", *KEYS[:6])}), flush=True)
             result |= {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                        "seconds": time.perf_counter() - started,
-                       "summary": summarize(runs, ("test_new_users", *KEYS)), "runs": runs}
+                       "summary": summarize(runs, result["summary_keys"]), "runs": runs}
             RESULTS.mkdir(exist_ok=True)
             (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(pd.DataFrame({m: {k: v[0] for k, v in s.items()} for m, s in
