@@ -189,7 +189,7 @@ def register_model_features(state_dir: Path, model_name: str, model_version: str
     version it was trained with; its name."""
     service = FeatureService(
         name=f"{model_name}_v{model_version}",
-        features=[item_embeddings, user_recent_items],
+        features=[item_embeddings, embedded_items, user_recent_items],
         tags={"model": model_name, "model_version": str(model_version),
               "embedding_version": embedding_version},
         description=f"Features of {model_name} version {model_version}",

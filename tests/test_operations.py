@@ -23,6 +23,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deployments import deploy_flows
 from flows.retrain import RETRAIN_LOCK
+from ingestion.catalog_batches import catalog_inbox
 from ingestion.state import Stores
 from llmseqrec.ops import Ports, down, environment, running, up, urls
 from llmseqrec.replay import drop_next
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.e2e
 TINY = RetrainParams(hidden=16, layers=1, max_len=20, epochs=3, p95_ms=2000.0)
 DAYS = 7
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+REFRESH_S = 2  # the model server's refresh interval here: alias and new items
 
 
 @dataclass
@@ -101,7 +103,7 @@ def stack(movielens_slice, tmp_path_factory):
     stores = Stores(tmp_path_factory.mktemp("ops") / "state")
     quick = {"PREFECT_WORKER_QUERY_SECONDS": "2",  # time compressed: poll and schedule often
              "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
-             "LLMSEQREC_REFRESH_S": "2",
+             "LLMSEQREC_REFRESH_S": str(REFRESH_S),
              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in quick.items():
@@ -177,6 +179,39 @@ def test_a_replayed_week_goes_through_the_deployed_schedule(stack):
     promoted = [str(v.version) for v in versions if v.tags["promotion"] == "promoted"]
     assert queries.served[0] == promoted[0] and queries.served[-1] == champion
     assert set(queries.served) <= set(promoted)  # only champions, in order, no restart
+
+
+def test_a_new_catalog_item_is_served_within_the_refresh_interval_without_a_retrain(stack):
+    stores, url = stack.stores, urls(stack.ports)["model"] + "/invocations"
+    versions = len(stack.versions())
+    catalog = stores.store.read_catalog()
+    twin = catalog.iloc[0]  # the new item has its text, so its text embedding
+    new = int(catalog["item_id"].max()) + 1
+    catalog_inbox(stores).mkdir(parents=True, exist_ok=True)
+    catalog.iloc[[0]].assign(item_id=new).to_csv(catalog_inbox(stores) / "new-item.csv",
+                                                 index=False)
+
+    def ask(query: dict) -> dict:
+        response = requests.post(url, json={"inputs": [query]}, timeout=10)
+        assert response.status_code == 200, response.text[:300]
+        return response.json()["predictions"][0]
+
+    assert ask({"similar": new, "k": 5})["unknown_items"] == [new]
+    ingest = stack.wait_state(stack.run_deployment("ingest", {}), TERMINAL, timeout_s=300)
+    assert ingest["state_type"] == "COMPLETED", ingest["state"]["message"]
+    ingested = time.monotonic()
+    while ask({"similar": new, "k": 5})["unknown_items"]:
+        assert time.monotonic() - ingested < 3 * REFRESH_S, "not served within the interval"
+        time.sleep(0.1)
+    for _ in range(10):  # every server process serves it
+        similar = ask({"similar": new, "k": 5})
+        assert similar["unknown_items"] == [] and len(similar["recommendations"]) == 5
+    after = ask({"history": [new], "k": 5})
+    assert after["source"] == "model" and after["unknown_items"] == []
+    near_twin = ask({"similar": int(twin["item_id"]), "k": 100})["recommendations"]
+    assert {"item_id": new, "title": twin["title"]} in [
+        {k: r[k] for k in ("item_id", "title")} for r in near_twin]  # recommended, by title
+    assert len(stack.versions()) == versions  # no retrain
 
 
 def stop_schedule(stack: Stack, flow: str) -> None:
