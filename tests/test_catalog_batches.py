@@ -9,14 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.embeddings import embed_catalog
+from features.encoder import ItemEncoder
+from features.item_text import DEFAULT_FIELDS
 from features.store import (
     feature_store,
+    publish_item_embeddings,
     published_embedding_version,
     read_embedded_items,
     read_item_embeddings,
     read_online_items,
 )
-from flows.embed_items import embed_items
 from flows.ingest import ingest_inbox
 from ingestion.batches import (
     REASON_SUFFIX,
@@ -37,17 +40,26 @@ BATCH = """item_id,title
 x7,Alien (1979)
 1,Heat (1995)
 """
+ENCODER = ItemEncoder()  # the bundled all-MiniLM-L6-v2, loaded on first use
 LENIENT = IngestConfig(max_bad_share=0.6, data_docs=False)  # 4 of 7 rows fail on purpose
 
 
+def embed(stores: Stores, as_of: datetime) -> tuple[int, int]:
+    """The stages of embed-items over the store's catalog: (texts encoded, rows published)."""
+    items = stores.store.read_catalog()
+    embedded = embed_catalog(items, ENCODER, DEFAULT_FIELDS, stores.state_dir / "embeddings")
+    return embedded.encoded, publish_item_embeddings(stores.state_dir, items, embedded.vectors,
+                                                     embedded.version, as_of)
+
+
 @pytest.fixture
-def embedded(tmp_path, prefect_harness) -> Stores:
+def embedded(tmp_path) -> Stores:
     """A catalog of three items, embedded and published."""
     stores = Stores(tmp_path / "state")
     ingest_catalog(pd.DataFrame({"item_id": ["1", "2", "3"],
                                  "title": ["Heat (1995)", "Up (2009)", "Alien (1979)"],
                                  "genres": ["Crime", "Animation", "Horror"]}), stores, "catalog")
-    assert embed_items(state_dir=stores.state_dir).encoded == 3
+    assert embed(stores, datetime.now(UTC)) == (3, 3)
     return stores
 
 
@@ -77,10 +89,11 @@ def test_a_catalog_batch_adds_new_items_updates_changed_ones_and_quarantines_bad
     assert (catalog_inbox(stores) / "processed" / "items-1.csv").is_file()
     assert stores.ledger.all().empty and len(stores.catalog_ledger.all()) == 1
 
-    embedded_now = embed_items(state_dir=stores.state_dir)
-    assert embedded_now.encoded == 2  # item 2 changed, item 4 is new; 1 and 3 from the cache
-    state, version = stores.state_dir, published_embedding_version(stores.state_dir)
     after = datetime.now(UTC) + timedelta(seconds=1)
+    # item 2 changed, item 4 is new: those are encoded (1 and 3 come from the cache), and each
+    # gets a new point-in-time row
+    assert embed(stores, after) == (2, 2)
+    state, version = stores.state_dir, published_embedding_version(stores.state_dir)
     old, new = (read_item_embeddings(state, np.array([2]), t, version) for t in (before, after))
     assert not np.allclose(old, new)  # a new point-in-time row; the old one still read before
     online = feature_store(state)
@@ -105,7 +118,9 @@ def test_a_bad_catalog_file_is_rejected_with_its_reason(embedded):
     assert len(stores.store.read_catalog()) == 3  # unchanged
 
 
-def test_the_ingest_flow_takes_catalog_batches_first_and_publishes_their_embeddings(embedded):
+@pytest.mark.e2e  # real Prefect flow runs
+def test_the_ingest_flow_takes_catalog_batches_first_and_publishes_their_embeddings(
+        embedded, prefect_harness):
     stores = embedded
     drop(stores, "items-2.jsonl", '{"item_id": 9, "title": "Jaws (1975)", "tags": "shark"}\n')
     (stores.inbox / "day.csv").write_text("user_id,item_id,timestamp\n1,9,1400000000\n"
