@@ -85,7 +85,8 @@ def main() -> None:
     interactions, items, fields = load(args.dataset)
     catalog = interactions["item_id"] if items is None else items["item_id"]
     index, split = dataset(interactions, catalog)
-    text = text_table(items, index, fields, args.encoder) if items is not None else None
+    text = text_table(items, index, fields, args.encoder) \
+        if items is not None and set(args.item_repr) != {"id"} else None
     base = params_from(args)
     result = {
         "benchmark": "new-items", "dataset": args.dataset, "machine": machine(),

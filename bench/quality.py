@@ -29,7 +29,7 @@ import torch
 from features.embeddings import embed_catalog
 from features.encoder import EncoderConfig, ItemEncoder
 from features.item_text import DEFAULT_FIELDS
-from ingestion.published import read_recbole_split, read_sequences
+from ingestion.published import load_sequences, read_recbole_split, read_sequences
 from ingestion.readers import load_movielens
 from training.model import TextTable
 from training.params import RetrainParams
@@ -41,6 +41,7 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 DATA = BENCH.parents[1] / "shared" / "data"
 BEAUTY = DATA / "amazon-beauty-s3rec" / "Beauty.txt"
+BEAUTY_TEXT = BEAUTY.with_name("Beauty.item_text.tsv")  # title and categories, same item ids
 SUMMARY = ("test_ndcg_at_10", "test_recall_at_10", "test_unfiltered_ndcg_at_10",
            "test_unfiltered_recall_at_10", "test_unfiltered_ndcg_at_50",
            "test_unfiltered_recall_at_50", "test_tail_ndcg_at_10", "test_cold_ndcg_at_10",
@@ -51,7 +52,8 @@ SUMMARY = ("test_ndcg_at_10", "test_recall_at_10", "test_unfiltered_ndcg_at_10",
 def load(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame | None, tuple[str, ...]]:
     """Interactions (typed), items with text (None for ID-only data) and their text fields."""
     if dataset == "beauty":
-        return read_sequences(BEAUTY), None, ()
+        items = load_sequences(BEAUTY, BEAUTY_TEXT).items.astype({"item_id": "int64"})
+        return read_sequences(BEAUTY), items, ("title", "genres")
     if dataset == "scientific":
         interactions, items = read_recbole_split(DATA / "amazon2018-scientific", "Scientific")
         return interactions, items, ("text",)
@@ -154,7 +156,8 @@ def main() -> None:
     interactions, items, fields = load(args.dataset)
     catalog = interactions["item_id"] if items is None else items["item_id"]
     index, split = dataset(interactions, catalog)
-    text = text_table(items, index, fields, args.encoder) if items is not None else None
+    text = text_table(items, index, fields, args.encoder) \
+        if items is not None and set(args.item_repr) != {"id"} else None
     base = params_from(args)
     runs = []
     result = {
