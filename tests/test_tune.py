@@ -76,6 +76,7 @@ def store(cycle_data, tmp_path_factory) -> Stores:
     return stores
 
 
+@pytest.mark.e2e
 def test_tune_flow_logs_every_trial_under_one_run_and_keeps_the_best(store, prefect_harness):
     result = tune(state_dir=store.state_dir, params=TINY, trials=4, seed=0)
     assert result["trials"] == 4 and result["best_value"] > 0
