@@ -13,30 +13,18 @@ items count 0, so they are cold too). Each seed withholds another share and seed
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import time
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-import torch
-from quality import (
-    RESULTS,
-    add_encoder_flag,
-    add_params_flags,
-    load,
-    machine,
-    params_from,
-    summarize,
-    text_table,
-)
+from quality import RESULTS, benchmark_arguments, machine, prepare, summarize
 
 from training.evaluate import evaluate_test, model_scorer, popularity_scorer
 from training.model import SeqRec, TextTable
 from training.params import RetrainParams
-from training.retrain import Fitted, dataset, fit
+from training.retrain import Fitted, fit
 from training.sequences import ItemIndex
 from training.train import device, grown_state
 
@@ -66,33 +54,16 @@ def grown(fitted: Fitted, params: RetrainParams, index: ItemIndex, text: TextTab
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--dataset", choices=["beauty", "scientific", "ml-latest-small"],
-                        required=True)
-    parser.add_argument("--item-repr", nargs="+", default=["id", "text", "hybrid"],
-                        choices=["id", "text", "hybrid"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser = benchmark_arguments(["id", "text", "hybrid"])
     parser.add_argument("--share", type=float, default=0.1, help="share of the catalog withheld")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--tag", default="", help="suffix of the results file name")
-    add_encoder_flag(parser)
-    add_params_flags(parser)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    interactions, items, fields = load(args.dataset)
-    catalog = interactions["item_id"] if items is None else items["item_id"]
-    index, split = dataset(interactions, catalog)
-    text = text_table(items, index, fields, args.encoder) \
-        if items is not None and set(args.item_repr) != {"id"} else None
-    base = params_from(args)
+    data = prepare(args)
+    interactions, index, split, text = data.interactions, data.index, data.split, data.text
     result = {
         "benchmark": "new-items", "dataset": args.dataset, "machine": machine(),
         "protocol": __doc__.split("\n\n")[0].replace("\n", " "),
         "users": len(split.test_target), "items": len(index),
-        "settings": vars(args) | {"params": base.model_dump()},
+        "settings": vars(args) | {"params": data.base.model_dump()},
         "summary_keys": ["test_new_users", *KEYS],
     }
     name = f"new-items-{args.dataset}{args.tag}.json"
@@ -103,7 +74,7 @@ def main() -> None:
         kept_text = None if text is None else TextTable(text.vectors[~new[1:]], text.version)
         counts = None
         for item_repr in [r for r in args.item_repr if r == "id" or text is not None]:
-            params = base.model_copy(update={"item_repr": item_repr, "seed": seed})
+            params = data.base.model_copy(update={"item_repr": item_repr, "seed": seed})
             fitted = fit(kept, index.item_ids[~new[1:]], kept_text, params, progress=False)
             if counts is None:  # training interactions per item of the whole catalog
                 counts = np.zeros(len(index) + 1, dtype=np.int64)

@@ -19,6 +19,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from ingestion.readers import load_movielens
 from training.model import TextTable
 from training.params import RetrainParams
 from training.retrain import compare, dataset, fit
-from training.sequences import ItemIndex
+from training.sequences import ItemIndex, Split
 from training.train import device, init_distributed
 
 BENCH = Path(__file__).resolve().parent
@@ -104,11 +105,6 @@ def summarize(runs: list[dict], keys: tuple[str, ...] = SUMMARY
     return out
 
 
-def add_encoder_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", default="", help="text encoder: minilm (default), mpnet, "
-                                                      "a hub id or a local directory")
-
-
 def add_params_flags(parser: argparse.ArgumentParser) -> None:
     """A flag for every RetrainParams field but item_repr and seed, defaulting to its default."""
     settings = parser.add_argument_group("retrain settings (RetrainParams; default its own)")
@@ -137,28 +133,50 @@ def machine(world: int = 1) -> str:
             f"{torch.get_num_threads()} thread(s) each")
 
 
-def main() -> None:
+def benchmark_arguments(item_reprs: list[str]) -> argparse.ArgumentParser:
+    """The flags of a model benchmark: data set, models (default `item_reprs`), seeds,
+    threads, results tag, encoder, and every RetrainParams field."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", choices=["beauty", "scientific", "ml-latest-small"],
                         required=True)
-    parser.add_argument("--item-repr", nargs="+", default=["id"], choices=["id", "text", "hybrid"])
+    parser.add_argument("--item-repr", nargs="+", default=item_reprs,
+                        choices=["id", "text", "hybrid"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
-    add_encoder_flag(parser)
+    parser.add_argument("--encoder", default="", help="text encoder: minilm (default), mpnet, "
+                                                      "a hub id or a local directory")
     add_params_flags(parser)
-    args = parser.parse_args()
+    return parser
+
+
+@dataclass(frozen=True)
+class Prepared:
+    interactions: pd.DataFrame
+    catalog: pd.Series  # catalog item ids
+    index: ItemIndex
+    split: Split
+    text: TextTable | None  # None when no model asked for reads text
+    base: RetrainParams
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """Logging and threads as the flags say; the data set, its split, its text table."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    rank, world = init_distributed()  # under torchrun: DDP, results from the first process
-
     interactions, items, fields = load(args.dataset)
     catalog = interactions["item_id"] if items is None else items["item_id"]
     index, split = dataset(interactions, catalog)
     text = text_table(items, index, fields, args.encoder) \
         if items is not None and set(args.item_repr) != {"id"} else None
-    base = params_from(args)
+    return Prepared(interactions, catalog, index, split, text, params_from(args))
+
+
+def main() -> None:
+    args = benchmark_arguments(["id"]).parse_args()
+    data = prepare(args)
+    rank, world = init_distributed()  # under torchrun: DDP, results from the first process
     runs = []
     result = {
         "benchmark": "quality", "dataset": args.dataset,
@@ -166,15 +184,15 @@ def main() -> None:
         "protocol": "leave-one-out, full ranking over all items; test_* exclude the items of "
                     "the history, test_unfiltered_* do not; slices by the target's training "
                     "popularity (head: top 20% of items, cold: <= 4 training interactions)",
-        "users": len(split.test_target), "items": len(index),
-        "settings": vars(args) | {"params": base.model_dump()},
+        "users": len(data.split.test_target), "items": len(data.index),
+        "settings": vars(args) | {"params": data.base.model_dump()},
     }
     name = f"quality-{args.dataset}-{'-'.join(args.item_repr)}-{args.loss}{args.tag}.json"
     started = time.perf_counter()
     for item_repr in args.item_repr:
         for seed in args.seeds:
-            params = base.model_copy(update={"item_repr": item_repr, "seed": seed})
-            run, baseline = train_and_test(interactions, catalog, text, params)
+            params = data.base.model_copy(update={"item_repr": item_repr, "seed": seed})
+            run, baseline = train_and_test(data.interactions, data.catalog, data.text, params)
             runs += [run] if runs else [{"model": "popularity", **baseline}, run]
             if rank == 0:  # written after every run: a long benchmark keeps what it measured
                 print(json.dumps({k: v for k, v in runs[-1].items() if k in SUMMARY}),
