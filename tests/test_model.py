@@ -12,7 +12,6 @@ from training.model import (
     TextTable,
     next_item_loss,
     pca_whitening,
-    sampled_softmax_loss,
 )
 
 
@@ -102,8 +101,8 @@ def test_every_config_field_reaches_the_model(monkeypatch):
         "item_repr": hasattr(model, "item_id") and hasattr(model, "text_adapter"),
         "text_dim": model.text_adapter[0].in_features == 10,
         "embedding_version": model.cfg.embedding_version == "v7",
-        "loss": sampled == [(1, 41, (5,))],  # uniform negatives: the sampled softmax
-        "negatives": sampled == [(1, 41, (5,))],
+        "loss": sampled == [(1, 41, (5,))] and hasattr(model, "target_share"),
+        "negatives": sampled == [(1, 41, (5,))],  # uniform negatives: the sampled softmax
         "whiten_text": model.text_whitening.shape == (10, 10),
         "repeat_bias": isinstance(model.repeat_bias, torch.nn.Parameter),
         "id_dropout": 0 < dropped_id_rows(model) < 41,
@@ -217,12 +216,30 @@ def test_loss_is_cross_entropy_over_items_from_one():
     assert next_item_loss(logits, torch.tensor([1, 3])).min().item() > 9
 
 
-def test_sampled_softmax_by_hand():
-    items = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # padding, items 1..3
-    h = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
-    targets = torch.tensor([1, 2])
-    negatives = torch.tensor([1, 3])  # item 1 is the first row's target: masked there
-    loss = sampled_softmax_loss(h, items, targets, negatives)
-    # row 1: positive 2, negatives [masked, 2]; row 2: positive 3, negatives [0, 3]
-    expected = torch.tensor([math.log(1 + math.exp(0)), math.log(1 + math.exp(-3) + 1)])
-    torch.testing.assert_close(loss, expected)
+def test_sampled_softmax_over_the_whole_catalog_is_the_full_cross_entropy():
+    torch.manual_seed(0)
+    full = SeqRec(tiny(repeat_bias=True), text_table(tiny())).eval()
+    sampled = SeqRec(tiny(repeat_bias=True, loss="sampled", negatives=30), text_table(tiny()))
+    sampled.load_state_dict(full.state_dict())  # the share it samples by is not a weight
+    with torch.no_grad():
+        full.repeat_bias.fill_(1.5)
+        sampled.repeat_bias.fill_(1.5)
+    batch = torch.randint(1, 31, (4, 9))
+    torch.testing.assert_close(sampled.eval()(batch[:, :-1], batch[:, 1:]),
+                               full(batch[:, :-1], batch[:, 1:]))
+
+
+def test_sampled_candidates_and_their_correction_by_hand(monkeypatch):
+    model = SeqRec(tiny(loss="sampled", negatives=5, repeat_bias=True), text_table(tiny()))
+    model.target_share.zero_()
+    model.target_share[[3, 7]] = torch.tensor([0.5, 0.1], dtype=torch.float64)
+    monkeypatch.setattr(torch, "randint", lambda *a, **k: torch.tensor([1, 3, 9, 9, 20]))
+    candidates, log_q = model.sampled_candidates(torch.tensor([3, 3, 7]))
+    assert candidates.tolist() == [1, 3, 7, 9, 20]  # the batch's targets and the draws, once
+    uniform_miss = (29 / 30) ** 5  # not among 5 uniform draws
+    expected = [math.log(1 - uniform_miss), math.log(1 - 0.5**3 * uniform_miss),
+                math.log(1 - 0.9**3 * uniform_miss)]
+    torch.testing.assert_close(log_q[:3], torch.tensor(expected))
+    histories = torch.tensor([[0, 3, 9, 9], [0, 0, 2, 20]])  # item 2 is no candidate
+    torch.testing.assert_close(model.repeat_shift(histories, candidates),
+                               model.repeat_shift(histories)[:, candidates])

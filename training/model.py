@@ -43,8 +43,9 @@ class ModelConfig:
     item_repr: str  # "id", "text" or "hybrid"
     text_dim: int  # width of the LLM item embedding; 0 when there is none
     embedding_version: str  # the recipe of the LLM embeddings the model accepts
-    loss: str  # "ce": softmax over every item; "sampled": over uniform negatives
-    negatives: int  # negatives per batch of the sampled softmax
+    loss: str  # "ce": softmax over every item; "sampled": over the batch's targets and
+    # uniform negatives, logQ-corrected
+    negatives: int  # uniform negatives per batch of the sampled softmax
     whiten_text: bool  # PCA-whiten the LLM embeddings before the adapter
     repeat_bias: bool  # learn how much more (or less) likely an item already seen is
     id_dropout: float  # hybrid: share of items whose ID row is left out in a training step
@@ -141,6 +142,12 @@ class SeqRec(nn.Module):
             )
         if cfg.repeat_bias:
             self.repeat_bias = nn.Parameter(torch.zeros(()))
+        if cfg.loss == "sampled":
+            # each item's share of the training targets, which the trainer sets: how likely
+            # the batch's own targets hold it, for the sampled softmax's correction
+            share = torch.full((n,), 1.0 / cfg.num_items, dtype=torch.float64)
+            share[0] = 0.0
+            self.register_buffer("target_share", share, persistent=False)
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
@@ -191,25 +198,53 @@ class SeqRec(nn.Module):
         h = self.encode(seq, items)  # (B, T, C)
         keep = (targets > 0) & (seq > 0)  # (B, T): a target needs a history before it
         h, targets = h[keep], targets[keep]  # (M, C), (M,)
-        shift = None
+        prefixes = None
         if self.cfg.repeat_bias:
             T = seq.shape[1]
             causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).tril()  # (T, T)
-            prefixes = seq.unsqueeze(1) * causal  # (B, T, T): row t holds the items up to t
-            shift = self.repeat_shift(prefixes[keep])  # (M, n)
+            prefixes = (seq.unsqueeze(1) * causal)[keep]  # (M, T): the items up to each target
         if self.cfg.loss == "ce":
             logits = h @ items[1:].T  # (M, num_items): padding is never a candidate
-            return next_item_loss(logits if shift is None else logits + shift[:, 1:], targets)
-        negatives = torch.randint(1, self.cfg.num_items + 1, (self.cfg.negatives,),
-                                  device=seq.device)  # (S,) shared by the batch
-        return sampled_softmax_loss(h, items, targets, negatives, shift)
+            if prefixes is not None:
+                logits = logits + self.repeat_shift(prefixes)[:, 1:]
+            return next_item_loss(logits, targets)
+        candidates, log_q = self.sampled_candidates(targets)
+        logits = h @ items[candidates].T - log_q  # (M, K)
+        if prefixes is not None:
+            logits = logits + self.repeat_shift(prefixes, candidates)
+        return F.cross_entropy(logits.float(), torch.searchsorted(candidates, targets),
+                               reduction="none")
 
-    def repeat_shift(self, histories: torch.Tensor) -> torch.Tensor:
+    def sampled_candidates(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items a sampled softmax ranks each target among, sorted and shared by the batch:
+        its own targets and `negatives` uniform draws (every item once the draws would cover
+        the catalog); and the log of each one's chance to be a candidate, subtracted from its
+        score so that popular items, more often candidates, are not pushed down for it (the
+        logQ correction of sampled softmax): (K,), (K,)."""
+        n, draws = self.cfg.num_items, self.cfg.negatives
+        if draws >= n:
+            every = torch.arange(1, n + 1, device=targets.device)
+            return every, torch.zeros(n, device=targets.device)
+        uniform = torch.randint(1, n + 1, (draws,), device=targets.device)
+        candidates = torch.unique(torch.cat([targets, uniform]))  # (K,) sorted
+        # missed by all of the batch's M targets and by every uniform draw
+        missed = (1 - self.target_share[candidates]) ** len(targets) * (1 - 1 / n) ** draws
+        return candidates, torch.log1p(-missed).float()
+
+    def repeat_shift(self, histories: torch.Tensor, candidates: torch.Tensor | None = None
+                     ) -> torch.Tensor:
         """The learned score shift of every item each history holds, 0 for the others:
-        (R, T) -> (R, n)."""
-        seen = torch.zeros(histories.shape[0], self.cfg.num_items + 1, device=histories.device)
-        seen.scatter_(1, histories, 1.0)
-        seen[:, 0] = 0.0  # padding
+        (R, T) -> (R, n); or of the sorted `candidates` (K,) alone: (R, K)."""
+        if candidates is None:
+            seen = torch.zeros(histories.shape[0], self.cfg.num_items + 1,
+                               device=histories.device)
+            seen.scatter_(1, histories, 1.0)
+            seen[:, 0] = 0.0  # padding
+            return seen * self.repeat_bias
+        at = torch.searchsorted(candidates, histories).clamp(max=len(candidates) - 1)  # (R, T)
+        held = (candidates[at] == histories) & (histories > 0)
+        seen = torch.zeros(histories.shape[0], len(candidates), device=histories.device)
+        seen.scatter_reduce_(1, at, held.float(), reduce="amax")  # a miss points anywhere
         return seen * self.repeat_bias
 
     @torch.no_grad()
@@ -242,19 +277,3 @@ def next_item_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Full-softmax cross-entropy per target: logits (M, num_items) over items
     1..num_items, targets (M,) item ids from 1 -> (M,)."""
     return F.cross_entropy(logits.float(), targets - 1, reduction="none")
-
-
-def sampled_softmax_loss(h: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                         negatives: torch.Tensor, shift: torch.Tensor | None = None
-                         ) -> torch.Tensor:
-    """Cross-entropy of each target against shared uniform negatives (a negative that is the
-    target itself is masked): h (M, C), items (n, C), targets (M,), negatives (S,), and an
-    optional score shift of every item for each target, (M, n) -> (M,)."""
-    positive = (h * items[targets]).sum(-1, keepdim=True)  # (M, 1)
-    negative = h @ items[negatives].T  # (M, S)
-    if shift is not None:
-        positive = positive + shift.gather(1, targets.unsqueeze(1))
-        negative = negative + shift[:, negatives]
-    negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
-    logits = torch.cat([positive, negative], dim=1).float()  # (M, 1 + S): the target is column 0
-    return F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")

@@ -26,8 +26,10 @@ class RetrainParams(BaseModel):
     heads: int = Field(1, ge=1, description="Attention heads (must divide hidden)")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in every block")
     loss: Literal["ce", "sampled"] = Field(
-        "ce", description="ce: softmax over every item; sampled: over uniform negatives")
-    negatives: int = Field(256, ge=1, description="Negatives per batch of the sampled softmax")
+        "ce", description="ce: softmax over every item; sampled: over the batch's targets and "
+                          "uniform negatives, logQ-corrected (for large catalogs)")
+    negatives: int = Field(256, ge=1, description="Uniform negatives per batch of the sampled "
+                                                  "softmax")
     whiten_text: bool = Field(True, description="PCA-whiten the LLM item embeddings before "
                                                 "the adapter (text and hybrid)")
     repeat_bias: bool = Field(True, description="Learn a score shift for the items already in "

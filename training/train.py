@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from training.evaluate import evaluate_targets, model_scorer
 from training.model import ModelConfig, SeqRec, TextTable
-from training.sequences import Split, length_batches, pad_left, training_windows
+from training.sequences import Split, length_batches, pad_left, popularity, training_windows
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,9 @@ def train_model(
     model = SeqRec(model_cfg, text).to(dev)
     if init_state is not None:
         model.load_state_dict(init_state)
+    if model_cfg.loss == "sampled":
+        counts = torch.from_numpy(popularity(split.train, model_cfg.num_items)).double()
+        model.target_share.copy_(counts / counts.sum().clamp(min=1))
     net = DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr,
                             weight_decay=train_cfg.weight_decay)
