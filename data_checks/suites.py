@@ -70,13 +70,17 @@ def interaction_suite(now: int, optional: list[str]) -> gx.ExpectationSuite:
     return gx.ExpectationSuite(name="interactions", expectations=checks)
 
 
-def item_suite() -> gx.ExpectationSuite:
-    """Row checks of the item catalog: integer, unique ids and a non-empty title."""
-    return gx.ExpectationSuite(name="items", expectations=[
+def item_suite(malformed_rows: bool = False) -> gx.ExpectationSuite:
+    """Row checks of the item catalog: integer, unique ids and a non-empty title; and, for a
+    CSV batch with `malformed_rows`, rows of the header's field count."""
+    checks = [
         _check(gxe.ExpectColumnValuesToNotBeNull(column="item_id"), "item_id_missing"),
         _check(gxe.ExpectColumnValuesToMatchRegex(column="item_id", regex=INTEGER_ID),
                "item_id_not_integer"),
         _check(gxe.ExpectColumnValuesToBeUnique(column="item_id"), "item_id_not_unique"),
         _check(gxe.ExpectColumnValuesToNotBeNull(column="title"), "title_missing"),
         _check(gxe.ExpectColumnValuesToMatchRegex(column="title", regex=r"\S"), "title_blank"),
-    ])
+    ]
+    if malformed_rows:
+        checks.append(_true("fields_match_header", "wrong_field_count"))
+    return gx.ExpectationSuite(name="items", expectations=checks)

@@ -91,7 +91,11 @@ def _quarantine(raw: pd.DataFrame, reasons: pd.Series) -> tuple[np.ndarray, pd.D
 def validate_items(items: pd.DataFrame, docs_root: Path | None = None,
                    run_name: str = "items") -> CheckedFrame:
     raw = items.reset_index(drop=True)
-    reasons, docs = run_suite(raw, item_suite(), docs_root, run_name)
+    prepared = raw.copy()  # the suite reads the raw columns and, for a CSV batch, a helper
+    if MALFORMED_ROW in raw.columns:
+        prepared["fields_match_header"] = raw[MALFORMED_ROW].isna().to_numpy()
+    reasons, docs = run_suite(prepared, item_suite(MALFORMED_ROW in raw.columns), docs_root,
+                              run_name)
     bad, quarantined, failures = _quarantine(raw, reasons)
     accepted = raw[~bad].astype({"item_id": "int64"})
     return CheckedFrame(accepted.reset_index(drop=True), quarantined, failures, docs)

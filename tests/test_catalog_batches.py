@@ -104,6 +104,17 @@ def test_a_catalog_batch_adds_new_items_updates_changed_ones_and_quarantines_bad
     assert ingest_file(again, stores, before, LENIENT, CATALOG).status == "duplicate"
 
 
+def test_a_catalog_row_of_the_wrong_field_count_is_quarantined_whole(embedded):
+    report = ingest_file(drop(stores := embedded, "items-2.csv",
+                              "item_id,title\n4,Jaws (1975)\n5,Alien, the director's cut,1979\n"),
+                         stores, datetime.now(UTC), LENIENT, CATALOG)
+    assert (report.rows_in, report.rows_accepted, report.rows_quarantined) == (2, 1, 1)
+    assert report.failures["wrong_field_count"] == 1
+    [row] = stores.store.read_quarantine()["malformed_row"].dropna().tolist()
+    assert row == "5,Alien, the director's cut,1979"
+    assert 5 not in stores.store.read_catalog()["item_id"].tolist()
+
+
 def test_a_bad_catalog_file_is_rejected_with_its_reason(embedded):
     stores = embedded
     with pytest.raises(BatchRejected, match="missing column"):
