@@ -123,7 +123,7 @@ def test_up_starts_the_servers_the_worker_and_the_deployments(stack):
     assert requests.get(urls(stack.ports)["mlflow"] + "/health", timeout=10).ok
     deployments = stack.post("deployments/filter", {"limit": 20, "offset": 0})
     by_flow = {stack.get(f"flows/{d['flow_id']}")["name"]: d for d in deployments}
-    assert set(by_flow) == {"nightly", "ingest", "embed-items", "retrain"}
+    assert set(by_flow) == {"nightly", "ingest", "embed-items", "retrain", "tune"}
     assert by_flow["nightly"]["schedules"][0]["schedule"]["cron"] == "0 3 1 1 *"
     assert not by_flow["retrain"]["schedules"]
     assert by_flow["retrain"]["parameters"]["state_dir"] == str(stack.stores.state_dir)
