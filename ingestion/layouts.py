@@ -6,7 +6,8 @@ The layouts and the files each needs (`NAME` is any file stem):
 - generic: interactions.{csv,parquet,jsonl} in the inbox batch format (user_id, item_id,
   timestamp, optional rating and event_type) and items.{csv,parquet,jsonl} (item_id, title,
   optional genres, categories, tags, description); integer ids.
-- movielens: ratings.csv + movies.csv (+ tags.csv), or the `::` release's .dat files.
+- movielens: ratings.csv + movies.csv (+ tags.csv), the `::` release's .dat files, or
+  ML-100K's u.data + u.item.
 - unisrec-split: NAME.test.inter + NAME.text + NAME.item2index (a leave-one-out split).
 - recbole-atomic: NAME.inter + NAME.item or NAME.text.
 - s3rec-sequences: NAME.txt (`user item item ...`) + NAME.item_text.tsv (item_id, title,
@@ -41,6 +42,7 @@ from ingestion.readers import (
     DatasetError,
     RawDataset,
     load_movielens,
+    load_movielens_100k,
     read_interaction_batch,
     read_table,
 )
@@ -121,6 +123,12 @@ def _movielens(directory: Path) -> Layout | None:
             tags = [t for t in [directory / f"tags.{release}"] if t.is_file()]
             return Layout("movielens", (ratings,), (movies, *tags),
                           partial(load_movielens, directory))
+    ratings, movies = directory / "u.data", directory / "u.item"  # ML-100K
+    if ratings.is_file():
+        if not movies.is_file():
+            raise _missing(ratings, movies.name)
+        return Layout("movielens", (ratings,), (movies,),
+                      partial(load_movielens_100k, directory))
     return None
 
 
@@ -205,8 +213,8 @@ KINDS = (
     LayoutKind("generic", "interactions.{csv,parquet,jsonl} (user_id, item_id, timestamp, "
                "optional rating) + items.{csv,parquet,jsonl} (item_id, title, optional "
                "genres, categories, tags, description)", _generic),
-    LayoutKind("movielens", "ratings.csv + movies.csv (+ tags.csv), or ratings.dat + "
-               "movies.dat (+ tags.dat)", _movielens),
+    LayoutKind("movielens", "ratings.csv + movies.csv (+ tags.csv), ratings.dat + "
+               "movies.dat (+ tags.dat), or ML-100K's u.data + u.item", _movielens),
     LayoutKind("unisrec-split", "NAME.test.inter + NAME.text + NAME.item2index", _unisrec),
     LayoutKind("recbole-atomic", "NAME.inter + NAME.item or NAME.text", _recbole),
     LayoutKind("s3rec-sequences", "NAME.txt (user item item ...) + NAME.item_text.tsv "

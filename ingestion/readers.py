@@ -5,7 +5,8 @@ Items: item_id, title, genres, tags.
 Everything is read as text so that validation, not the reader, decides what is malformed.
 Formats: CSV (`,` `;` tab or `|` separated), Parquet or JSON Lines batches, plain, gzip or zstd
 compressed, UTF-8 with or without a byte-order mark; column names match whatever their case and
-surrounding spaces (`column_key`). MovieLens (CSV or `::`-separated .dat releases).
+surrounding spaces (`column_key`). MovieLens (CSV, `::`-separated .dat releases, ML-100K's
+u.data + u.item).
 The published benchmark formats are read by `ingestion.published`.
 """
 
@@ -305,6 +306,48 @@ def load_movielens(data_dir: Path = BUNDLED_MOVIELENS) -> RawDataset:
     else:
         items["tags"] = None
     return RawDataset(interactions=interactions, items=items)
+
+
+# ML-100K: u.data (user, item, rating, time; tab separated), u.item (id | title | release date
+# | video release date | IMDb URL | one 0/1 flag per genre; Latin-1), u.genre (name | index)
+ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+                 "Romance", "Sci-Fi", "Thriller", "War", "Western")
+
+
+def _read_separated(path: Path, names: list[str], delimiter: str) -> pa.Table:
+    """A headerless file of `delimiter`-separated text fields, UTF-8 or else Latin-1."""
+    def read(encoding: str) -> pa.Table:
+        return pacsv.read_csv(path, read_options=pacsv.ReadOptions(
+            column_names=names, encoding=encoding), parse_options=pacsv.ParseOptions(
+            delimiter=delimiter, quote_char=False), convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string())))
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    try:
+        try:
+            return read("utf8")
+        except pa.ArrowInvalid as e:
+            if "UTF8" not in str(e).upper():
+                raise
+            return read("latin-1")
+    except pa.ArrowInvalid as e:
+        raise DatasetError(f"{path}: not {len(names)} {delimiter!r}-separated fields per line "
+                           f"({e})") from e
+
+
+def load_movielens_100k(data_dir: Path) -> RawDataset:
+    """The ML-100K release: u.data and u.item; genres named from the item's flags."""
+    ratings = _read_separated(data_dir / "u.data", ["user_id", "item_id", "rating",
+                                                    "timestamp"], "\t")
+    fields = ["item_id", "title", "released", "video_released", "url", *ML100K_GENRES]
+    movies = arrow_text_frame(_read_separated(data_dir / "u.item", fields, "|"))
+    flags = movies[list(ML100K_GENRES)].eq("1").to_numpy()
+    genres = [", ".join(g for g, on in zip(ML100K_GENRES, row, strict=True) if on) or None
+              for row in flags]
+    items = text_frame({"item_id": movies["item_id"].tolist(), "title": movies["title"].tolist(),
+                        "genres": genres, "tags": [None] * len(movies)})
+    return RawDataset(arrow_text_frame(ratings), items)
 
 
 def write_movielens_slice(target: Path, users: int, source: Path = BUNDLED_MOVIELENS) -> Path:

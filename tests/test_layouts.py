@@ -44,6 +44,16 @@ def _movielens(d: Path) -> Path:
                       "README.txt": "Summary\n"})
 
 
+def _movielens_100k(d: Path) -> Path:
+    flags = "|".join(["0"] * 19)
+    action = "|".join(["0", "1"] + ["0"] * 17)
+    return _write(d, {"u.data": "1\t10\t4\t1400000000\n1\t20\t3\t1400000001\n",
+                      "u.item": f"10|Heat (1995)|01-Jan-1995||http://x|{action}\n".encode()
+                                + f"20|Am\xe9lie (2001)|01-Jan-2001||http://y|{flags}\n"
+                                .encode("latin-1"),
+                      "u.genre": "unknown|0\nAction|1\n"})
+
+
 def _unisrec(d: Path) -> Path:
     return _write(d, {"S.test.inter": "user_id:token\titem_id_list:token_seq\titem_id:token\n"
                                       "0\t0\t1\n",
@@ -79,6 +89,8 @@ def _amazon(d: Path) -> Path:
 LAYOUTS = [
     ("generic", _generic, [("Soap", 1400000000), ("Comb", 1400000001)]),
     ("movielens", _movielens, [("Heat (1995)", 1400000000), ("Up (2009)", 1400000001)]),
+    ("movielens", _movielens_100k, [("Heat (1995)", 1400000000),
+                                    ("Am\xe9lie (2001)", 1400000001)]),
     ("unisrec-split", _unisrec, [("Soap. Bath. Acme.", T0), ("Comb. Hair. ", T0 + 1)]),
     ("recbole-atomic", _recbole, [("Comb", T0), ("Soap", T0 + 1)]),
     ("s3rec-sequences", _s3rec, [("Comb", T0), ("Soap", T0 + 1)]),
@@ -86,7 +98,8 @@ LAYOUTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "write", "history"), LAYOUTS, ids=[n for n, *_ in LAYOUTS])
+@pytest.mark.parametrize(("name", "write", "history"), LAYOUTS,
+                         ids=[w.__name__.lstrip("_") for _, w, _ in LAYOUTS])
 def test_layout_is_recognised_and_read_into_rows_the_validators_accept(tmp_path, name, write,
                                                                        history):
     layout = detect(write(tmp_path))
