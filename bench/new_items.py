@@ -26,7 +26,7 @@ from training.model import SeqRec, TextTable
 from training.params import RetrainParams
 from training.retrain import Fitted, fit
 from training.sequences import ItemIndex
-from training.train import device, grown_state
+from training.train import device, grown_model
 
 SLICES = ("", "new_", "warm_", "head_", "tail_", "cold_")
 KEYS = tuple(f"test_{protocol}{name}{metric}" for protocol in ("", "unfiltered_")
@@ -45,12 +45,8 @@ def withheld_items(index: ItemIndex, share: float, seed: int) -> np.ndarray:
 def grown(fitted: Fitted, params: RetrainParams, index: ItemIndex, text: TextTable | None
           ) -> SeqRec:
     """The fitted model over the whole catalog `index`, the withheld items added."""
-    uses_text = params.item_repr != "id"
-    cfg = params.model(len(index), text if uses_text else None)
-    model = SeqRec(cfg, text if uses_text else None).to(device())
-    model.load_state_dict(grown_state(fitted.model.cpu(), fitted.index.item_ids, cfg,
-                                      index.item_ids))
-    return model.eval()
+    return grown_model(fitted.model.cpu(), fitted.index.item_ids, index.item_ids,
+                       text if params.item_repr != "id" else None).to(device()).eval()
 
 
 def main() -> None:

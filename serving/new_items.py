@@ -5,16 +5,16 @@ expect (id_dropout) and as a warm start grows a catalog (`training.train.grown_s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from features.store import read_embedded_items, read_online_items
 from serving.recommender import Recommender
-from training.model import SeqRec, TextTable
+from training.model import TextTable
 from training.sequences import ItemIndex
-from training.train import grown_state
+from training.train import grown_model
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,11 @@ def with_new_items(recommender: Recommender, new: NewItems) -> Recommender:
     index = ItemIndex.from_items(np.concatenate([old.item_ids, new.item_ids]))
     at_old, at_new = (torch.from_numpy(index.encode(ids))  # their model ids
                       for ids in (old.item_ids, new.item_ids))
-    grown_cfg = replace(cfg, num_items=len(index))
     text = torch.zeros(len(index) + 1, cfg.text_dim)  # (n + 1, text_dim): row 0 is padding
     text[at_old] = recommender.model.item_text[1:]
     text[at_new] = torch.from_numpy(new.vectors)
-    model = SeqRec(grown_cfg, TextTable(text[1:], cfg.embedding_version))
-    model.load_state_dict(grown_state(recommender.model, old.item_ids, grown_cfg,
-                                      index.item_ids))
+    model = grown_model(recommender.model, old.item_ids, index.item_ids,
+                        TextTable(text[1:], cfg.embedding_version))
     titles = np.empty(len(index) + 1, dtype=object)
     titles[at_old.numpy()], titles[at_new.numpy()] = recommender.titles, new.titles
     popularity = torch.zeros(len(index) + 1)

@@ -61,11 +61,12 @@ def run_trial(interactions: pd.DataFrame, items, text: TextTable | None, params:
         if should_stop(int(row["epoch"]), row["valid_ndcg_at_10"]):
             raise _Pruned
 
+    pruned = False
     try:
         fit(interactions, items, text, params, progress=False, on_epoch=on_epoch)
     except _Pruned:
-        return TrialOutcome(max(curve), len(curve), True, curve)
-    return TrialOutcome(max(curve), len(curve), False, curve)
+        pruned = True
+    return TrialOutcome(max(curve), len(curve), pruned, curve)
 
 
 def pruned_by(trial: optuna.Trial) -> Callable[[int, float], bool]:

@@ -5,6 +5,7 @@ an earlier model whose catalog has since grown."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import random
@@ -88,6 +89,16 @@ def grown_state(previous: SeqRec, previous_items: np.ndarray, cfg: ModelConfig,
         rows[new_rows] = old[old_rows]
     state["item_id.weight"] = rows
     return state
+
+
+def grown_model(previous: SeqRec, previous_items: np.ndarray, items: np.ndarray,
+                text: TextTable | None) -> SeqRec:
+    """`previous` over the catalog `items` (its own was `previous_items`), as `grown_state`
+    grows it; `text` the LLM embeddings of `items` (None for an ID-only model)."""
+    cfg = dataclasses.replace(previous.cfg, num_items=len(items))
+    model = SeqRec(cfg, text)
+    model.load_state_dict(grown_state(previous, previous_items, cfg, items))
+    return model
 
 
 def train_model(
