@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 import mlflow
@@ -45,6 +44,7 @@ class AliasFollower(mlflow.pyfunc.PythonModel):
         self.base, self.added = recommender, NewItems()  # the version as registered, and
         self.grown = recommender  # the items added to it
         self.refresh()
+        self.stopped = threading.Event()  # set: follow no more, serve what is loaded
         threading.Thread(target=self.keep_following, daemon=True, name="follow-alias").start()
 
     def predict(self, context, model_input: list[Query], params=None) -> list[Answer]:
@@ -55,8 +55,7 @@ class AliasFollower(mlflow.pyfunc.PythonModel):
         return answers
 
     def keep_following(self) -> None:
-        while True:
-            time.sleep(self.refresh_s)
+        while not self.stopped.wait(self.refresh_s):
             try:
                 self.refresh()
             except Exception as e:  # the registry may be down for a while: keep serving

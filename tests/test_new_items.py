@@ -107,7 +107,7 @@ def wait_for(predicate, timeout_s: float) -> float:
 
 @pytest.mark.e2e  # a model logged to and followed through a real MLflow registry
 def test_the_follower_serves_new_items_within_a_refresh_and_refuses_other_versions(
-        served, tmp_path, monkeypatch, caplog):
+        served, tmp_path, monkeypatch, caplog, request):
     state, bundle, config = served
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(
@@ -124,6 +124,7 @@ def test_the_follower_serves_new_items_within_a_refresh_and_refuses_other_versio
     monkeypatch.setenv(REFRESH_S, str(refresh_s))
     model = mlflow.pyfunc.load_model("models:/rec@champion")
     follower = model.unwrap_python_model()
+    request.addfinalizer(follower.stopped.set)  # its thread does not outlive the test
 
     def known(item: int) -> bool:  # a query, as a client would send it: it never fails
         [answer] = model.predict([{"similar": item, "k": 3}])

@@ -200,12 +200,14 @@ def test_a_new_catalog_item_is_served_within_the_refresh_interval_without_a_retr
     ingest = stack.wait_state(stack.run_deployment("ingest", {}), TERMINAL, timeout_s=300)
     assert ingest["state_type"] == "COMPLETED", ingest["state"]["message"]
     ingested = time.monotonic()
-    while ask({"similar": new, "k": 5})["unknown_items"]:
+
+    def served_by_every_process() -> bool:  # each refreshes on its own clock: ten in a row
+        return not any(ask({"similar": new, "k": 5})["unknown_items"] for _ in range(10))
+
+    while not served_by_every_process():
         assert time.monotonic() - ingested < 3 * REFRESH_S, "not served within the interval"
         time.sleep(0.1)
-    for _ in range(10):  # every server process serves it
-        similar = ask({"similar": new, "k": 5})
-        assert similar["unknown_items"] == [] and len(similar["recommendations"]) == 5
+    assert len(ask({"similar": new, "k": 5})["recommendations"]) == 5
     after = ask({"history": [new], "k": 5})
     assert after["source"] == "model" and after["unknown_items"] == []
     near_twin = ask({"similar": int(twin["item_id"]), "k": 100})["recommendations"]

@@ -54,6 +54,18 @@ def test_bundle_answers_without_the_history_and_falls_back_to_popularity(bundle)
     assert sorted(r.item_id for r in seen_too.recommendations) == [101, 102, 103, 104, 105]
 
 
+def test_served_scores_are_the_models_own_for_every_history_length(bundle):
+    rec = Recommender()
+    rec.load(bundle)  # max_len 4: histories shorter, as long and longer
+    for history in ([104], [101, 103], [105, 101, 103], [102, 101, 105, 104],
+                    [103, 102, 101, 105, 104, 102]):
+        seq = torch.from_numpy(rec.index.encode(history[-4:])).unsqueeze(0)
+        expected = rec.model.score_next(seq, rec.items)[0, 1:]  # the model, run op by op
+        answer = ask(rec, history=history, k=5, exclude_seen=False)
+        served = torch.tensor([r.score for r in answer.recommendations])
+        assert torch.allclose(served, expected.sort(descending=True).values, atol=1e-5)
+
+
 def test_explanations_are_the_score_each_history_item_adds(bundle):
     rec = Recommender()
     rec.load(bundle)
