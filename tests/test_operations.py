@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from ports import free_ports
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from urllib3.util.retry import Retry
 
 from flows.deployments import deploy_flows
 from flows.retrain import RETRAIN_LOCK
@@ -35,6 +36,10 @@ TINY = RetrainParams(hidden=16, layers=1, max_len=20, epochs=3, p95_ms=2000.0)
 DAYS = 7
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 REFRESH_S = 2  # the model server's refresh interval here: alias and new items
+# Prefect's API, as its own client calls it: a 503 (SQLite busy on a loaded machine) is retried
+PREFECT_API = requests.Session()
+PREFECT_API.mount("http://", requests.adapters.HTTPAdapter(max_retries=Retry(
+    total=5, backoff_factor=1, status_forcelist=[503], allowed_methods=None)))
 
 
 @dataclass
@@ -52,12 +57,12 @@ class Stack:
         return MlflowClient(tracking_uri=urls(self.ports)["mlflow"])
 
     def post(self, path: str, body: dict) -> list | dict:
-        response = requests.post(f"{self.prefect}/{path}", json=body, timeout=30)
+        response = PREFECT_API.post(f"{self.prefect}/{path}", json=body, timeout=30)
         response.raise_for_status()
         return response.json()
 
     def get(self, path: str) -> dict:
-        response = requests.get(f"{self.prefect}/{path}", timeout=30)
+        response = PREFECT_API.get(f"{self.prefect}/{path}", timeout=30)
         response.raise_for_status()
         return response.json()
 
@@ -142,16 +147,19 @@ def test_a_replayed_week_goes_through_the_deployed_schedule(stack):
     queries = Queries(urls(stack.ports)["model"])
     queries.start()  # a client asking all along: the server changes models under it
     dropped = []
-    for _ in range(DAYS + 1):  # the history, then a day every 15 s against a 20 s schedule
-        dropped.append(drop_next(stores, stack.slice_dir, days=DAYS).name)
-        time.sleep(15)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # until every batch is in and no nightly is running
-        busy = [r for r in stack.flow_runs("nightly") if r["state_type"] in {"PENDING", "RUNNING"}]
-        if len(stores.ledger.all()) == len(dropped) and not busy:
-            break
-        time.sleep(3)
-    stop_schedule(stack, "nightly")
+    try:
+        for _ in range(DAYS + 1):  # the history, then a day every 15 s against a 20 s schedule
+            dropped.append(drop_next(stores, stack.slice_dir, days=DAYS).name)
+            time.sleep(15)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # until every batch is in and no nightly is running
+            busy = [r for r in stack.flow_runs("nightly")
+                    if r["state_type"] in {"PENDING", "RUNNING"}]
+            if len(stores.ledger.all()) == len(dropped) and not busy:
+                break
+            time.sleep(3)
+    finally:  # even when this test fails, no schedule goes on running under the next ones
+        stop_schedule(stack, "nightly")
 
     ledger = stores.ledger.all()
     assert sorted(ledger["file_name"]) == sorted(dropped)  # every batch ingested, once
@@ -219,11 +227,11 @@ def test_a_new_catalog_item_is_served_within_the_refresh_interval_without_a_retr
 def stop_schedule(stack: Stack, flow: str) -> None:
     """Pause the deployment, delete its queued runs, wait for the running ones to end."""
     deployment = stack.get(f"deployments/name/{flow}/llmseqrec")
-    requests.patch(f"{stack.prefect}/deployments/{deployment['id']}", json={"paused": True},
-                   timeout=30).raise_for_status()
+    PREFECT_API.patch(f"{stack.prefect}/deployments/{deployment['id']}", json={"paused": True},
+                      timeout=30).raise_for_status()
     for run in stack.flow_runs(flow):
         if run["state_type"] == "SCHEDULED":
-            requests.delete(f"{stack.prefect}/flow_runs/{run['id']}", timeout=30)
+            PREFECT_API.delete(f"{stack.prefect}/flow_runs/{run['id']}", timeout=30)
     for run in stack.flow_runs(flow):
         stack.wait_state(run["id"], TERMINAL)
 
