@@ -106,6 +106,16 @@ def running(stores: Stores, name: str) -> int | None:
     return record["pid"] if same else None  # a reused pid is somebody else's process
 
 
+def ended(pid: int) -> bool:
+    """The process is gone, or a zombie: ended, not yet reaped. (An exiting process loses its
+    command line before it ends, so `running` says no too early.)"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"  # the state, after the command's name
+
+
 def wait_healthy(url: str, log: Path, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -166,11 +176,11 @@ def down(stores: Stores, timeout_s: float = 30) -> list[str]:
         if pid:
             os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
-            while running(stores, name) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            if running(stores, name):
+            while not ended(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not ended(pid):
                 os.killpg(pid, signal.SIGKILL)
-                while running(stores, name) and time.monotonic() < deadline + 5:
+                while not ended(pid) and time.monotonic() < deadline + 5:
                     time.sleep(0.1)  # until the kernel has ended it
         pid_file.unlink()
         lines.append(f"{name}: {'stopped' if pid else 'was not running'}")
