@@ -151,17 +151,6 @@ class Recommender(mlflow.pyfunc.PythonModel):
                                       strict=True)]
 
 
-class ScoreNext(torch.nn.Module):
-    """`model.score_next` as a module of its own, to be traced."""
-
-    def __init__(self, model: SeqRec) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, seq: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.model.score_next(seq, items)
-
-
 def traced_score_next(model: SeqRec, items: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """`model.score_next(seq, items)` of one history left-padded to `max_len` (1, max_len) ->
     (1, n), traced and frozen (weights as constants) once per served model: a query then runs
@@ -172,12 +161,13 @@ def traced_score_next(model: SeqRec, items: torch.Tensor) -> Callable[[torch.Ten
     example = torch.zeros(1, model.cfg.max_len, dtype=torch.long)
     example[0, -1] = 1
     with torch.no_grad():
-        graph = torch.jit.freeze(torch.jit.trace(ScoreNext(model).eval(), (example, items)))
+        graph = torch.jit.freeze(torch.jit.trace_module(model, {"score_next": (example, items)}),
+                                 preserved_attrs=["score_next"])
         for _ in range(2):  # the executor profiles a graph's first runs: done here, not on a query
-            graph(example, items)
+            graph.score_next(example, items)
 
     def score_next(seq: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return graph(seq, items)
+            return graph.score_next(seq, items)
 
     return score_next
