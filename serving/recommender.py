@@ -85,7 +85,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         if query.similar is not None:
             return self.nearest(query.similar, query.k)
         model_ids = self.index.encode(history)
-        unknown = [i for i, m in zip(history, model_ids, strict=True) if m == 0]
+        unknown = np.asarray(history, dtype=np.int64)[model_ids == 0].tolist()
         known = model_ids[model_ids > 0]
         max_len = self.model.cfg.max_len
         seq = torch.from_numpy(known[-max_len:]).unsqueeze(0)  # (1, T)
@@ -98,8 +98,8 @@ class Recommender(mlflow.pyfunc.PythonModel):
         if query.exclude_seen:
             scores[torch.from_numpy(known)] = float("-inf")
         top = self.top(scores, query.k)
-        because = (self.explain(seq, top.indices) if query.explain and source == "model"
-                   else [None] * len(top.indices))
+        because = (self.explain(seq, top[0]) if query.explain and source == "model"
+                   else [None] * len(top[0]))
         return Answer(recommendations=self.recommendations(top, because), source=source,
                       unknown_items=unknown)
 
@@ -112,7 +112,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         scores = items @ items[m]  # (n,)
         scores[[0, m]] = float("-inf")
         top = self.top(scores, k)
-        return Answer(recommendations=self.recommendations(top, [None] * len(top.indices)),
+        return Answer(recommendations=self.recommendations(top, [None] * len(top[0])),
                       source="similar", unknown_items=[])
 
     @torch.no_grad()
@@ -140,14 +140,20 @@ class Recommender(mlflow.pyfunc.PythonModel):
         return reasons
 
     @staticmethod
-    def top(scores: torch.Tensor, k: int):
-        return torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
+    def top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (at most) k best items of finite score, best first: model ids, scores."""
+        values, indices = torch.topk(scores, min(k, len(scores)))
+        finite = torch.isfinite(values)
+        return indices[finite], values[finite]
 
-    def recommendations(self, top, because: list) -> list[Recommendation]:
-        items = self.index.decode(top.indices.numpy())
-        return [Recommendation(item_id=int(i), title=self.titles[m - 1], score=float(s),
-                               because=b)
-                for i, m, s, b in zip(items, top.indices.tolist(), top.values.tolist(), because,
+    def recommendations(self, top: tuple[torch.Tensor, torch.Tensor], because: list
+                        ) -> list[Recommendation]:
+        indices, values = top
+        items = self.index.decode(indices.numpy()).tolist()
+        # built from the model's own values: valid by construction, so not validated again
+        return [Recommendation.model_construct(item_id=i, title=self.titles[m - 1], score=s,
+                                               because=b)
+                for i, m, s, b in zip(items, indices.tolist(), values.tolist(), because,
                                       strict=True)]
 
 
