@@ -97,11 +97,11 @@ class Recommender(mlflow.pyfunc.PythonModel):
         scores[0] = float("-inf")
         if query.exclude_seen:
             scores[torch.from_numpy(known)] = float("-inf")
-        top = self.top(scores, query.k)
-        because = (self.explain(seq, top[0]) if query.explain and source == "model"
-                   else [None] * len(top[0]))
-        return Answer(recommendations=self.recommendations(top, because), source=source,
-                      unknown_items=unknown)
+        indices, values = self.top(scores, query.k)
+        because = (self.explain(seq, indices) if query.explain and source == "model"
+                   else [None] * len(indices))
+        return Answer(recommendations=self.recommendations(indices, values, because),
+                      source=source, unknown_items=unknown)
 
     def nearest(self, item_id: int, k: int) -> Answer:
         """The items whose learned representations are closest (cosine) to `item_id`'s."""
@@ -111,8 +111,9 @@ class Recommender(mlflow.pyfunc.PythonModel):
         items = torch.nn.functional.normalize(self.items, dim=1)  # (n, C)
         scores = items @ items[m]  # (n,)
         scores[[0, m]] = float("-inf")
-        top = self.top(scores, k)
-        return Answer(recommendations=self.recommendations(top, [None] * len(top[0])),
+        indices, values = self.top(scores, k)
+        return Answer(recommendations=self.recommendations(indices, values,
+                                                           [None] * len(indices)),
                       source="similar", unknown_items=[])
 
     @torch.no_grad()
@@ -146,9 +147,8 @@ class Recommender(mlflow.pyfunc.PythonModel):
         finite = torch.isfinite(values)
         return indices[finite], values[finite]
 
-    def recommendations(self, top: tuple[torch.Tensor, torch.Tensor], because: list
+    def recommendations(self, indices: torch.Tensor, values: torch.Tensor, because: list
                         ) -> list[Recommendation]:
-        indices, values = top
         items = self.index.decode(indices.numpy()).tolist()
         # built from the model's own values: valid by construction, so not validated again
         return [Recommendation.model_construct(item_id=i, title=self.titles[m - 1], score=s,

@@ -59,7 +59,6 @@ def test_prediction_depends_only_on_the_past():
     assert not torch.allclose(a[:, 3], b[:, 3])
 
 
-
 def test_last_position_alone_is_the_last_row_of_every_position():
     model = SeqRec(tiny(), text_table(tiny())).eval()
     seq = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
@@ -68,6 +67,7 @@ def test_last_position_alone_is_the_last_row_of_every_position():
     assert last.shape == (2, 1, tiny().hidden)
     torch.testing.assert_close(last[:, 0], every[:, -1])
     assert not torch.allclose(last[:, 0], every[:, -2])  # not some other position's state
+
 
 @pytest.mark.parametrize("loss", ["ce", "sampled"])
 def test_tiny_model_overfits_one_batch(loss):

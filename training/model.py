@@ -182,7 +182,7 @@ class SeqRec(nn.Module):
                last_only: bool = False) -> torch.Tensor:
         """Hidden state after each position of left-padded histories (B, T) -> (B, T, hidden);
         `last_only`: after the last position alone (B, 1, hidden), the last block computing
-        no other (about 40% less work to score a history)."""
+        no other position (what scoring a history needs)."""
         seq = seq[:, -self.cfg.max_len :]
         B, T = seq.shape
         items = self.item_embeddings() if items is None else items
