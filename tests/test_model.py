@@ -59,8 +59,9 @@ def test_prediction_depends_only_on_the_past():
     assert not torch.allclose(a[:, 3], b[:, 3])
 
 
-def test_last_position_alone_is_the_last_row_of_every_position():
-    model = SeqRec(tiny(), text_table(tiny())).eval()
+@pytest.mark.parametrize("block", ["sasrec", "prenorm"])
+def test_last_position_alone_is_the_last_row_of_every_position(block):
+    model = SeqRec(tiny(block=block), text_table(tiny())).eval()
     seq = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
     every = model.encode(seq)
     last = model.encode(seq, last_only=True)
@@ -96,7 +97,7 @@ def record(randint, calls: list):
 def test_every_config_field_reaches_the_model(monkeypatch):
     cfg = tiny(num_items=40, max_len=6, hidden=24, layers=3, heads=4, dropout=0.3, text_dim=10,
                embedding_version="v7", loss="sampled", negatives=5, whiten_text=True,
-               repeat_bias=True, id_dropout=0.5)
+               repeat_bias=True, id_dropout=0.5, block="sasrec")
     model = SeqRec(cfg, TextTable(torch.randn(40, 10), "v7"))
     sampled = []
     monkeypatch.setattr(torch, "randint", record(torch.randint, sampled))
@@ -116,6 +117,7 @@ def test_every_config_field_reaches_the_model(monkeypatch):
         "whiten_text": model.text_whitening.shape == (10, 10),
         "repeat_bias": isinstance(model.repeat_bias, torch.nn.Parameter),
         "id_dropout": 0 < dropped_id_rows(model) < 41,
+        "block": all(b.mlp[0].out_features == 24 and b.sasrec for b in model.blocks),
     }
     assert set(seen) == {f.name for f in fields(ModelConfig)}
     assert all(seen.values()), seen

@@ -12,6 +12,7 @@ from training.params import RetrainParams
 
 TEXT = TextTable(torch.zeros(10, 4), "v1")
 CHANGED = {"item_repr": "text", "max_len": 7, "hidden": 32, "layers": 3, "heads": 2,
+           "block": "sasrec",
            "dropout": 0.4, "loss": "sampled", "negatives": 9, "whiten_text": False,
            "repeat_bias": False, "id_dropout": 0.25, "epochs": 3, "patience": 2,
            "batch_size": 8, "lr": 0.01, "weight_decay": 0.1, "seed": 7, "margin": 0.2,

@@ -16,6 +16,7 @@ from torch import nn
 
 ITEM_REPRS = ("id", "text", "hybrid")
 LOSSES = ("ce", "sampled")
+BLOCKS = ("sasrec", "prenorm")
 
 
 class EmbeddingVersionError(ValueError):
@@ -49,10 +50,13 @@ class ModelConfig:
     whiten_text: bool  # PCA-whiten the LLM embeddings before the adapter
     repeat_bias: bool  # learn how much more (or less) likely an item already seen is
     id_dropout: float  # hybrid: share of items whose ID row is left out in a training step
+    block: str  # "sasrec" or "prenorm": how a transformer block is wired (see Block)
 
     def __post_init__(self) -> None:
         if self.item_repr not in ITEM_REPRS:
             raise ValueError(f"item_repr must be one of {ITEM_REPRS}, got {self.item_repr!r}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.negatives < 1:
@@ -74,13 +78,15 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False
-                ) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C); or the last position's output alone (B, 1, C)."""
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+                last_only: bool = False) -> torch.Tensor:
+        """Queries from `queries`, keys and values from `keys` (B, T, C) -> (B, T, C); or the
+        last position's output alone (B, 1, C)."""
+        B, T, C = keys.shape
         if last_only:
-            q, mask = q[:, -1:], mask[..., -1:, :]
+            queries, mask = queries[:, -1:], mask[..., -1:, :]
+        q = F.linear(queries, self.qkv.weight[:C], self.qkv.bias[:C])  # (B, Q, C)
+        k, v = F.linear(keys, self.qkv.weight[C:], self.qkv.bias[C:]).split(C, dim=2)
         Q = q.shape[1]
         q = q.view(B, Q, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, Q, hs)
         k = k.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
@@ -93,22 +99,36 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
+    """One transformer block, wired as `cfg.block` names.
+    "sasrec", as SASRec's reference code (Kang & McAuley, 2018) computes it: queries from the
+    normalized stream, keys and values from the stream itself; the sum normalized, and a
+    feed-forward of width `hidden` (ReLU, dropout inside) added to it.
+    "prenorm", as GPT-2: each sublayer reads the normalized stream and adds to the stream
+    itself; a feed-forward of width 4 x `hidden` (GELU)."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        self.sasrec = cfg.block == "sasrec"
         self.ln_1 = nn.LayerNorm(cfg.hidden)
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = nn.LayerNorm(cfg.hidden)
+        width = cfg.hidden if self.sasrec else 4 * cfg.hidden
+        activation = [nn.Dropout(cfg.dropout), nn.ReLU()] if self.sasrec else [nn.GELU()]
         self.mlp = nn.Sequential(
-            nn.Linear(cfg.hidden, 4 * cfg.hidden),
-            nn.GELU(),
-            nn.Linear(4 * cfg.hidden, cfg.hidden),
+            nn.Linear(cfg.hidden, width),
+            *activation,
+            nn.Linear(width, cfg.hidden),
             nn.Dropout(cfg.dropout),
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False
                 ) -> torch.Tensor:
-        y = self.attn(self.ln_1(x), mask, last_only)
+        normed = self.ln_1(x)
+        y = self.attn(normed, x if self.sasrec else normed, mask, last_only)
         x = (x[:, -1:] if last_only else x) + y
+        if self.sasrec:
+            x = self.ln_2(x)
+            return x + self.mlp(x)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -156,6 +176,8 @@ class SeqRec(nn.Module):
             share[0] = 0.0
             self.register_buffer("target_share", share, persistent=False)
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
+        if cfg.block == "sasrec":  # as SASRec's reference code starts them: about the scale
+            nn.init.xavier_normal_(self.pos.weight)  # of an item row times sqrt(hidden)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.hidden)

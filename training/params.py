@@ -24,6 +24,9 @@ class RetrainParams(BaseModel):
     hidden: int = Field(64, ge=2, description="Width of the transformer")
     layers: int = Field(2, ge=1, description="Transformer blocks")
     heads: int = Field(1, ge=1, description="Attention heads (must divide hidden)")
+    block: Literal["prenorm", "sasrec"] = Field(
+        "prenorm", description="Transformer block: GPT-2's pre-norm, or SASRec's own wiring "
+                               "(keys from the raw stream, feed-forward of width hidden)")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in every block")
     loss: Literal["ce", "sampled"] = Field(
         "ce", description="ce: softmax over every item; sampled: over the batch's targets and "
@@ -64,7 +67,7 @@ class RetrainParams(BaseModel):
             embedding_version=text.version if uses_text and text is not None else "",
             loss=self.loss, negatives=self.negatives, whiten_text=self.whiten_text and uses_text,
             repeat_bias=self.repeat_bias,
-            id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0)
+            id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=self.block)
 
     def training(self, progress: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
