@@ -96,7 +96,7 @@ def test_explanations_are_the_score_each_history_item_adds(bundle):
         added = {i: max(0.0, score(history, target) - score([j for j in history if j != i],
                                                             target)) for i in history}
         expected = {i: a / sum(added.values()) for i, a in added.items() if a > 0}
-        assert {x.item_id: x.weight for x in r.because} == pytest.approx(expected, rel=1e-5)
+        assert {x.item_id: x.weight for x in r.because} == pytest.approx(expected)
         assert [x.weight for x in r.because] == sorted((x.weight for x in r.because),
                                                        reverse=True)
     assert any(r.because for r in answer.recommendations)  # empty: no item raises the score

@@ -16,7 +16,7 @@ from torch import nn
 
 ITEM_REPRS = ("id", "text", "hybrid")
 LOSSES = ("ce", "sampled")
-BLOCKS = ("sasrec", "prenorm")
+BLOCKS = ("prenorm", "sasrec")
 
 
 class EmbeddingVersionError(ValueError):
@@ -50,7 +50,7 @@ class ModelConfig:
     whiten_text: bool  # PCA-whiten the LLM embeddings before the adapter
     repeat_bias: bool  # learn how much more (or less) likely an item already seen is
     id_dropout: float  # hybrid: share of items whose ID row is left out in a training step
-    block: str  # "sasrec" or "prenorm": how a transformer block is wired (see Block)
+    block: str  # "prenorm" or "sasrec": how a transformer block is wired (see Block)
 
     def __post_init__(self) -> None:
         if self.item_repr not in ITEM_REPRS:
