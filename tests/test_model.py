@@ -94,6 +94,14 @@ def record(randint, calls: list):
     return wrapper
 
 
+@pytest.mark.parametrize("block, output_dropout", [("sasrec", 0.0), ("prenorm", 0.3)])
+def test_attention_output_dropout_only_in_the_prenorm_block(block, output_dropout):
+    """SASRec's attention drops its weights only; GPT-2's also drops the projected output."""
+    model = SeqRec(tiny(block=block, dropout=0.3), text_table(tiny()))
+    assert all(b.attn.dropout == 0.3 and b.attn.resid_dropout.p == output_dropout
+               for b in model.blocks)
+
+
 def test_every_config_field_reaches_the_model(monkeypatch):
     cfg = tiny(num_items=40, max_len=6, hidden=24, layers=3, heads=4, dropout=0.3, text_dim=10,
                embedding_version="v7", loss="sampled", negatives=5, whiten_text=True,

@@ -76,7 +76,8 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
         self.dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        # GPT-2 also drops the projected output; SASRec's attention drops its weights only
+        self.resid_dropout = nn.Dropout(cfg.dropout if cfg.block == "prenorm" else 0.0)
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
                 last_only: bool = False) -> torch.Tensor:
