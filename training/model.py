@@ -70,14 +70,13 @@ class ModelConfig:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, output_dropout: float) -> None:
         super().__init__()
         self.heads = cfg.heads
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
         self.dropout = cfg.dropout
-        # GPT-2 also drops the projected output; SASRec's attention drops its weights only
-        self.resid_dropout = nn.Dropout(cfg.dropout if cfg.block == "prenorm" else 0.0)
+        self.resid_dropout = nn.Dropout(output_dropout)
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
                 last_only: bool = False) -> torch.Tensor:
@@ -111,7 +110,8 @@ class Block(nn.Module):
         super().__init__()
         self.sasrec = cfg.block == "sasrec"
         self.ln_1 = nn.LayerNorm(cfg.hidden)
-        self.attn = CausalSelfAttention(cfg)
+        # SASRec's attention drops its weights only; GPT-2's also drops the projected output
+        self.attn = CausalSelfAttention(cfg, output_dropout=0.0 if self.sasrec else cfg.dropout)
         self.ln_2 = nn.LayerNorm(cfg.hidden)
         width = cfg.hidden if self.sasrec else 4 * cfg.hidden
         activation = [nn.Dropout(cfg.dropout), nn.ReLU()] if self.sasrec else [nn.GELU()]
