@@ -4,7 +4,8 @@ amazon2018-scientific catalog (hybrid items, hidden 64, 2 layers, max_len 50), b
 server serving a constant-output pyfunc with the same input and output types (the floor of the
 serving stack), measured in the same run with the same request bodies:
 
-- latency p50/p95/p99 and throughput at each concurrency (histories of 50 items, k=10);
+- latency p50/p95/p99 and throughput at each concurrency (histories of 50 items, k=10), the
+  model and the floor taking turns in slices of a few seconds, and the ratio of their p50s;
 - in-process `Recommender.predict` of one query, p50/p95;
 - generated malformed requests: status codes by kind, no 5xx, the server still answers;
 - a load at concurrency 8: no errors, resident memory of the server's process tree grows < 10%.
@@ -14,6 +15,8 @@ made-up embedding version: latency does not depend on training. Run from the pro
 a module (a script named serving.py would shadow the `serving` package):
 
     .venv/bin/python -m bench.serving [--seconds 20] [--load-seconds 60] [--malformed 1000]
+
+`--stack stock` serves the same models with MLflow's app alone (the A/B of the hardening).
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
+from mlflow.pyfunc import scoring_server
 
 from features.store import store_config
 from ingestion.published import read_recbole_split
 from ingestion.state import Stores
 from llmseqrec.ops import serve_command
+from serving.hardened import MODEL_URI
 from serving.recommender import Recommender, save_bundle
 from serving.registry import (
     EXPERIMENT,
@@ -64,6 +69,8 @@ DATA = PACKAGE_ROOT.parent / "shared" / "data" / "amazon2018-scientific"
 EMBEDDING_VERSION = "bench-random-384"  # made up: random vectors, not the encoder's
 HISTORY, K = 50, 10
 HOST = "127.0.0.1"
+STACKS = {"hardened": "MLflow's scoring app behind serving.hardened (`llmseqrec serve`)",
+          "stock": "MLflow's scoring app alone, as `mlflow models serve` runs it"}
 
 # The floor: the served model's types (so the same request validation), a fixed answer of the
 # real model's shape, no model.
@@ -138,12 +145,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stack_command(stores: Stores, port: int, workers: int, stack: str
+                  ) -> tuple[list[str], dict[str, str]]:
+    """The server of `llmseqrec serve`; or ("stock") MLflow's scoring app alone, as
+    `mlflow models serve` runs it (uvicorn, the same model and workers): the A/B of the
+    hardening layer."""
+    cmd, env = serve_command(stores, port, workers=workers)
+    if stack == "hardened":
+        return cmd, env
+    uvicorn, options = cmd[0], cmd[cmd.index("--host"):]
+    return ([uvicorn, "mlflow.pyfunc.scoring_server.app:app", *options],
+            env | {scoring_server._SERVER_MODEL_PATH: env[MODEL_URI]})
+
+
 @contextmanager
-def served(stores: Stores, log: Path, workers: int, timeout_s: float = 300) -> Iterator[Served]:
+def served(stores: Stores, log: Path, workers: int, stack: str, timeout_s: float = 300
+           ) -> Iterator[Served]:
     """The model server of `stores`' champion on a free loopback port, until /ping answers;
     its process group is stopped on exit."""
     port = free_port()
-    cmd, env = serve_command(stores, port, workers=workers)
+    cmd, env = stack_command(stores, port, workers, stack)
     with log.open("wb") as out:
         server = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True)
@@ -234,6 +255,19 @@ def hammer(server: Served, requests: list[Request], concurrency: int,
     for t in threads:
         t.join()
     return latencies, errors, time.perf_counter() - started
+
+
+def interleaved(servers: dict[str, Served], requests: list[Request], concurrency: int,
+                seconds: float, slice_s: float) -> dict[str, dict[str, float]]:
+    """Each server's latency at `concurrency` over `seconds`, the servers taking turns in
+    slices of `slice_s`: all see the same machine, whose speed drifts within minutes."""
+    runs = {name: ([], 0, 0.0) for name in servers}
+    for _ in range(max(1, round(seconds / slice_s))):
+        for name, server in servers.items():
+            latencies, errors, wall = hammer(server, requests, concurrency, slice_s)
+            mine, failed, total = runs[name]
+            runs[name] = (mine + latencies, failed + errors, total + wall)
+    return {name: latency_summary(*run) for name, run in runs.items()}
 
 
 def latency_summary(latencies: list[float], errors: int, seconds: float) -> dict[str, float]:
@@ -429,6 +463,10 @@ def targets(latency: dict, predict: dict, robust: dict, load: dict) -> list[dict
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20, help="timed seconds per level")
+    parser.add_argument("--slice-seconds", type=float, default=2,
+                        help="model and floor take turns in slices this long")
+    parser.add_argument("--stack", choices=list(STACKS), default="hardened",
+                        help="stock: MLflow's scoring app without serving.hardened (A/B)")
     parser.add_argument("--warmup", type=float, default=5, help="warm-up seconds per level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--load-seconds", type=float, default=60)
@@ -465,15 +503,19 @@ def main() -> None:
 
         requests = good_requests(index, 2000, rng)
         print("starting both servers ...", flush=True)
-        with (served(model_stores, tmp / "model.log", args.workers) as model,
-              served(floor_stores, tmp / "floor.log", args.workers) as floor):
-            latency: dict[str, dict[str, dict]] = {"model": {}, "floor": {}}
+        with (served(model_stores, tmp / "model.log", args.workers, args.stack) as model,
+              served(floor_stores, tmp / "floor.log", args.workers, args.stack) as floor):
+            latency: dict[str, dict[str, dict]] = {"model": {}, "floor": {}, "ratio": {}}
             for c in args.concurrency:
-                for name, server in (("model", model), ("floor", floor)):
+                for server in (model, floor):
                     hammer(server, requests, c, args.warmup)
-                    latency[name][str(c)] = latency_summary(
-                        *hammer(server, requests, c, args.seconds))
-                    print(f"{name:5s} concurrency {c}: {latency[name][str(c)]}", flush=True)
+                level = interleaved({"model": model, "floor": floor}, requests, c,
+                                    args.seconds, args.slice_seconds)
+                for name, summary in level.items():
+                    latency[name][str(c)] = summary
+                    print(f"{name:5s} concurrency {c}: {summary}", flush=True)
+                latency["ratio"][str(c)] = round(
+                    level["model"]["p50_ms"] / level["floor"]["p50_ms"], 2)
             print("load ...", flush=True)
             load = load_test(model, requests, args.load_concurrency, args.warmup,
                              args.load_seconds)
@@ -496,8 +538,7 @@ def main() -> None:
             "weights": f"seeded random init (seed {args.seed}), untrained",
             "text_table": f"random vectors of width {cfg.text_dim}, made-up version "
                           f"{EMBEDDING_VERSION!r}, not the encoder's",
-            "server": f"MLflow's scoring app behind serving.hardened, 127.0.0.1, "
-                      f"{args.workers} uvicorn worker(s)",
+            "server": f"{STACKS[args.stack]}, 127.0.0.1, {args.workers} uvicorn worker(s)",
             "torch_threads": {"in_process": torch.get_num_threads(), "served": 1},
             "floor": "the same server, a constant-output pyfunc with the same input and output "
                      "types (same request validation), returning the model's answer to one query",
@@ -506,6 +547,7 @@ def main() -> None:
             "requests": f'{len(requests)} random histories of {HISTORY} distinct catalog ids, '
                         f'k={K}, {{"inputs": [{{"history": [...], "k": {K}}}]}}',
             "seconds_per_level": args.seconds, "warmup_seconds": args.warmup,
+            "levels": f"model and floor in turns of {args.slice_seconds:g} s",
         },
         "http_latency": latency,
         "in_process_predict": predict,

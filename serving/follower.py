@@ -49,7 +49,7 @@ class AliasFollower(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: list[Query], params=None) -> list[Answer]:
         recommender, version = self.serving
-        answers = recommender.predict(context, model_input, params)
+        answers = recommender.answers(model_input)  # validated by this predict's hints
         for answer in answers:
             answer.model_version = version
         return answers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from features.store import online_store, read_recent_items
-from serving.schema import Answer, Query, Reason, Recommendation
+from serving.schema import Answer, Query, Reason
 from training.model import ModelConfig, SeqRec, TextTable
 from training.sequences import ItemIndex
 
@@ -60,12 +61,16 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.model = model.eval()
         with torch.no_grad():  # fixed while served: computed once, not per query
             self.items = self.model.item_embeddings()  # (n, C)
-        self.score_next = traced_score_next(self.model, self.items)
+        self.state_scores = traced_state_scores(self.model, self.items)
         self.index, self.titles, self.popularity = index, titles, popularity
 
     def predict(self, context, model_input: list[Query], params=None) -> list[Answer]:
-        histories = self.histories(model_input)
-        return [self.answer(q, h) for h, q in zip(histories, model_input, strict=True)]
+        return self.answers(model_input)
+
+    def answers(self, queries: list[Query]) -> list[Answer]:
+        """The answer to each query, validated already (by `predict`'s type hints)."""
+        histories = self.histories(queries)
+        return [self.answer(q, h) for h, q in zip(histories, queries, strict=True)]
 
     def histories(self, queries: list[Query]) -> list[list[int] | None]:
         """Each query's history; a user's recent items come from the online feature store."""
@@ -86,23 +91,25 @@ class Recommender(mlflow.pyfunc.PythonModel):
         if query.similar is not None:
             return self.nearest(query.similar, query.k)
         model_ids = self.index.encode(history)
-        unknown = np.asarray(history, dtype=np.int64)[model_ids == 0].tolist()
         known = model_ids[model_ids > 0]
-        max_len = self.model.cfg.max_len
-        seq = torch.from_numpy(known[-max_len:]).unsqueeze(0)  # (1, T)
-        if len(known):
-            padded = torch.nn.functional.pad(seq, (max_len - seq.shape[1], 0))  # (1, max_len)
-            scores, source = self.score_next(padded)[0], "model"  # (n,)
+        unknown = (np.asarray(history, dtype=np.int64)[model_ids == 0].tolist()
+                   if len(known) < len(model_ids) else [])
+        tail = known[-self.model.cfg.max_len:]
+        if len(tail):
+            padded = np.zeros((1, self.model.cfg.max_len), dtype=np.int64)
+            padded[0, -len(tail):] = tail
+            scores, source = self.state_scores(torch.from_numpy(padded))[0], "model"  # (n,)
         else:
             scores, source = self.popularity.clone(), "popularity"
-        scores[0] = float("-inf")
-        if query.exclude_seen:
+            scores[0] = float("-inf")
+        if query.exclude_seen:  # all the history's items, not only those the model reads
             scores[torch.from_numpy(known)] = float("-inf")
-        indices, values = self.top(scores, query.k)
-        because = (self.explain(seq, indices) if query.explain and source == "model"
-                   else [None] * len(indices))
-        return Answer(recommendations=self.recommendations(indices, values, because),
-                      source=source, unknown_items=unknown)
+        elif source == "model" and self.model.cfg.repeat_bias:  # as `score_next` shifts the
+            scores[torch.from_numpy(tail)] += self.model.repeat_bias.detach()  # items it reads
+        top = self.top(scores, query.k)
+        because = (self.explain(torch.from_numpy(tail).unsqueeze(0), [m for m, _ in top])
+                   if query.explain and source == "model" else None)
+        return self.answer_of(top, because, source, unknown)
 
     def nearest(self, item_id: int, k: int) -> Answer:
         """The items whose learned representations are closest (cosine) to `item_id`'s."""
@@ -112,13 +119,10 @@ class Recommender(mlflow.pyfunc.PythonModel):
         items = torch.nn.functional.normalize(self.items, dim=1)  # (n, C)
         scores = items @ items[m]  # (n,)
         scores[[0, m]] = float("-inf")
-        indices, values = self.top(scores, k)
-        return Answer(recommendations=self.recommendations(indices, values,
-                                                           [None] * len(indices)),
-                      source="similar", unknown_items=[])
+        return self.answer_of(self.top(scores, k), None, "similar", [])
 
     @torch.no_grad()
-    def explain(self, seq: torch.Tensor, targets: torch.Tensor) -> list[list[Reason]]:
+    def explain(self, seq: torch.Tensor, targets: list[int]) -> list[list[Reason]]:
         """Occlusion: how much each history item adds to each target's score (the score minus
         the score without that item), as shares of the positive additions, largest first."""
         T = seq.shape[1]
@@ -142,39 +146,44 @@ class Recommender(mlflow.pyfunc.PythonModel):
         return reasons
 
     @staticmethod
-    def top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (at most) k best items of finite score, best first: model ids, scores."""
+    def top(scores: torch.Tensor, k: int) -> list[tuple[int, float]]:
+        """The (at most) k best items of finite score, best first: (model id, score)."""
         values, indices = torch.topk(scores, min(k, len(scores)))
-        finite = torch.isfinite(values)
-        return indices[finite], values[finite]
+        return [(m, s) for m, s in zip(indices.tolist(), values.tolist(), strict=True)
+                if math.isfinite(s)]
 
-    def recommendations(self, indices: torch.Tensor, values: torch.Tensor, because: list
-                        ) -> list[Recommendation]:
-        items = self.index.decode(indices.numpy()).tolist()
-        # built from the model's own values: valid by construction, so not validated again
-        return [Recommendation.model_construct(item_id=i, title=self.titles[m - 1], score=s,
-                                               because=b)
-                for i, m, s, b in zip(items, indices.tolist(), values.tolist(), because,
-                                      strict=True)]
+    def answer_of(self, top: list[tuple[int, float]], because: list[list[Reason]] | None,
+                  source: str, unknown: list[int]) -> Answer:
+        """The answer naming the `top` items (model ids), each with its reasons (if any).
+        Validated as one object by pydantic's core: cheaper than building each part."""
+        items = self.index.decode([m for m, _ in top]).tolist()
+        return Answer.model_validate({
+            "recommendations": [
+                {"item_id": i, "title": self.titles[m - 1], "score": s,
+                 "because": because[j] if because else None}
+                for j, (i, (m, s)) in enumerate(zip(items, top, strict=True))],
+            "source": source, "unknown_items": unknown})
 
 
-def traced_score_next(model: SeqRec, items: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """`model.score_next(seq, items)` of one history left-padded to `max_len` (1, max_len) ->
-    (1, n), traced and frozen (weights as constants) once per served model: a query then runs
-    one graph, without the Python cost of each of its small operations, about 40% of the time
-    of scoring one history on this project's CPU machine. (torch 2.13 marks `torch.jit`
+def traced_state_scores(model: SeqRec, items: torch.Tensor
+                        ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`model.state_scores(seq, items)` of one history left-padded to `max_len` (1, max_len)
+    -> (1, n), traced and frozen (weights as constants) once per served model: a query then
+    runs one graph, without the Python cost of each of its small operations, about 40% of the
+    time of scoring one history on this project's CPU machine. (torch 2.13 marks `torch.jit`
     deprecated for `torch.export` and `torch.compile`; measured here, an exported program took
     16 s to build and ran slower than eager, and compiling needs a C++ toolchain per model.)"""
     example = torch.zeros(1, model.cfg.max_len, dtype=torch.long)
     example[0, -1] = 1
     with torch.no_grad():
-        graph = torch.jit.freeze(torch.jit.trace_module(model, {"score_next": (example, items)}),
-                                 preserved_attrs=["score_next"])
+        graph = torch.jit.freeze(
+            torch.jit.trace_module(model, {"state_scores": (example, items)}),
+            preserved_attrs=["state_scores"])
         for _ in range(2):  # the executor profiles a graph's first runs: done here, not on a query
-            graph.score_next(example, items)
+            graph.state_scores(example, items)
 
-    def score_next(seq: torch.Tensor) -> torch.Tensor:
+    def state_scores(seq: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return graph.score_next(seq, items)
+            return graph.state_scores(seq, items)
 
-    return score_next
+    return state_scores

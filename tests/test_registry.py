@@ -28,7 +28,9 @@ from training.sequences import ItemIndex
 def bundle(tmp_path):
     index = ItemIndex.from_items([101, 102, 103, 104, 105])
     torch.manual_seed(4)
-    model = SeqRec(model_config(num_items=5, max_len=4, hidden=8, layers=1))
+    model = SeqRec(model_config(num_items=5, max_len=4, hidden=8, layers=1, repeat_bias=True))
+    with torch.no_grad():
+        model.repeat_bias.fill_(0.3)  # as if learned: a history's own items score higher
     path = tmp_path / "recommender.pt"
     save_bundle(path, model, index, ["A", "B", "C", "D", "E"], np.array([0, 5, 4, 3, 2, 1]), "v")
     return path

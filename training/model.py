@@ -284,11 +284,19 @@ class SeqRec(nn.Module):
     def score_next(self, seq: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Score of every item as the next one after each history: (B, T) -> (B, n).
         Column 0 (padding) scores -inf. `items`: `item_embeddings()`, when computed already."""
-        items = self.item_embeddings() if items is None else items
-        h = self.encode(seq, items, last_only=True)[:, -1]  # (B, C)
-        scores = torch.einsum("bd,nd->bn", h, items)  # (B, n)
+        scores = self.state_scores(seq, items)
         if self.cfg.repeat_bias:
             scores += self.repeat_shift(seq[:, -self.cfg.max_len :])
+        return scores
+
+    def state_scores(self, seq: torch.Tensor, items: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """`score_next` without the repeat shift: each item's dot product with the history's
+        last hidden state (B, T) -> (B, n), column 0 -inf; all a ranking that leaves out
+        the history's own items needs."""
+        items = self.item_embeddings() if items is None else items
+        h = self.encode(seq, items, last_only=True)[:, -1]  # (B, C)
+        scores = h @ items.T  # (B, n)
         scores[:, 0] = float("-inf")
         return scores
 
