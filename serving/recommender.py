@@ -104,8 +104,9 @@ class Recommender(mlflow.pyfunc.PythonModel):
             scores[0] = float("-inf")
         if query.exclude_seen:  # all the history's items, not only those the model reads
             scores[torch.from_numpy(known)] = float("-inf")
-        elif source == "model" and self.model.cfg.repeat_bias:  # as `score_next` shifts the
-            scores[torch.from_numpy(tail)] += self.model.repeat_bias.detach()  # items it reads
+        elif source == "model" and self.model.cfg.repeat_bias:  # the rest of `score_next`
+            with torch.no_grad():
+                scores += self.model.repeat_shift(torch.from_numpy(padded))[0]
         top = self.top(scores, query.k)
         because = (self.explain(torch.from_numpy(tail).unsqueeze(0), [m for m, _ in top])
                    if query.explain and source == "model" else None)
@@ -159,9 +160,8 @@ class Recommender(mlflow.pyfunc.PythonModel):
         items = self.index.decode([m for m, _ in top]).tolist()
         return Answer.model_validate({
             "recommendations": [
-                {"item_id": i, "title": self.titles[m - 1], "score": s,
-                 "because": because[j] if because else None}
-                for j, (i, (m, s)) in enumerate(zip(items, top, strict=True))],
+                {"item_id": i, "title": self.titles[m - 1], "score": s, "because": b}
+                for i, (m, s), b in zip(items, top, because or [None] * len(top), strict=True)],
             "source": source, "unknown_items": unknown})
 
 
