@@ -53,7 +53,7 @@ def main() -> None:
     parser = benchmark_arguments(["id", "text", "hybrid"])
     parser.add_argument("--share", type=float, default=0.1, help="share of the catalog withheld")
     args = parser.parse_args()
-    data = prepare(args)
+    data = prepare(args, tune=False)  # a tuned encoder learns from the kept interactions only
     interactions, index, split, text = data.interactions, data.index, data.split, data.text
     result = {
         "benchmark": "new-items", "dataset": args.dataset, "machine": machine(),
@@ -67,6 +67,8 @@ def main() -> None:
     for seed in args.seeds:
         new = withheld_items(index, args.share, seed)
         kept = interactions[~interactions["item_id"].isin(index.item_ids[new[1:]])]
+        if args.tune_steps:
+            text = data.text_from(args, kept)
         kept_text = None if text is None else TextTable(text.vectors[~new[1:]], text.version)
         counts = None
         for item_repr in [r for r in args.item_repr if r == "id" or text is not None]:

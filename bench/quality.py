@@ -13,13 +13,13 @@ SASRec, the baseline users compare with, runs in its own environment: bench/recb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import torch
 
 from features.embeddings import embed_catalog
 from features.encoder import EncoderConfig, ItemEncoder
+from features.encoder_tuning import TuningConfig, tune_on_interactions
 from features.item_text import DEFAULT_FIELDS
 from ingestion.published import load_sequences, read_recbole_split, read_sequences
 from ingestion.readers import load_movielens
@@ -74,6 +75,17 @@ def text_table(items: pd.DataFrame, index: ItemIndex, fields: tuple[str, ...],
     embedded = embed_catalog(ordered, ItemEncoder(EncoderConfig(model=encoder, max_length=256)),
                              fields, BENCH / ".cache")
     return TextTable(torch.from_numpy(embedded.vectors), embedded.version)
+
+
+def tuned_encoder(args: argparse.Namespace, interactions: pd.DataFrame, items: pd.DataFrame,
+                  fields: tuple[str, ...]) -> str:
+    """The encoder the flags name, tuned on `interactions` for --tune-steps steps first (when
+    given): its directory, in bench/.cache/encoders."""
+    if not args.tune_steps:
+        return args.encoder
+    return str(tune_on_interactions(ItemEncoder(EncoderConfig(model=args.encoder)), interactions,
+                                    items, fields, TuningConfig(steps=args.tune_steps),
+                                    BENCH / ".cache" / "encoders"))
 
 
 def train_and_test(interactions: pd.DataFrame, items, text: TextTable | None,
@@ -146,31 +158,48 @@ def benchmark_arguments(item_reprs: list[str]) -> argparse.ArgumentParser:
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--encoder", default="", help="text encoder: minilm (default), mpnet, "
                                                       "a hub id or a local directory")
+    parser.add_argument("--tune-steps", type=int, default=0,
+                        help="tune the encoder on the training sequences' next-item pairs for "
+                             "this many steps first (features.encoder_tuning; 0: frozen)")
     add_params_flags(parser)
     return parser
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Prepared:
     interactions: pd.DataFrame
+    items: pd.DataFrame | None  # the catalog with its text (None for ID-only data)
+    fields: tuple[str, ...]  # the text fields of `items`
     catalog: pd.Series  # catalog item ids
     index: ItemIndex
     split: Split
     text: TextTable | None  # None when no model asked for reads text
     base: RetrainParams
 
+    def text_from(self, args: argparse.Namespace, interactions: pd.DataFrame
+                  ) -> TextTable | None:
+        """The text table of the whole catalog, its encoder tuned on `interactions` (those the
+        models are fitted on) when --tune-steps is given; None when no model reads text."""
+        if self.items is None or set(args.item_repr) == {"id"}:
+            return None
+        return text_table(self.items, self.index, self.fields,
+                          tuned_encoder(args, interactions, self.items, self.fields))
 
-def prepare(args: argparse.Namespace) -> Prepared:
-    """Logging and threads as the flags say; the data set, its split, its text table."""
+
+def prepare(args: argparse.Namespace, tune: bool = True) -> Prepared:
+    """Logging and threads as the flags say; the data set, its split, its text table (with
+    `tune`, the encoder tuned on every interaction's training sequences first, when the flags
+    ask for it: the benchmark that fits on a subset tunes on that subset itself)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     interactions, items, fields = load(args.dataset)
     catalog = interactions["item_id"] if items is None else items["item_id"]
     index, split = dataset(interactions, catalog)
-    text = text_table(items, index, fields, args.encoder) \
-        if items is not None and set(args.item_repr) != {"id"} else None
-    return Prepared(interactions, catalog, index, split, text, params_from(args))
+    data = Prepared(interactions, items, fields, catalog, index, split, None, params_from(args))
+    if args.tune_steps and not tune:
+        return data
+    return dataclasses.replace(data, text=data.text_from(args, interactions))
 
 
 def main() -> None:

@@ -92,18 +92,28 @@ class EncoderConfig:
 
 
 def _revision(model_name: str, config) -> str:
-    """The hub commit of a downloaded model, else a fingerprint of a local directory: its
-    config and the size, head and tail of each weight file."""
+    """The hub commit of a downloaded model, else a hash of a local directory: its config and
+    every byte of its weight files (a tuned copy differs from its base in the middle layers)."""
     if commit := getattr(config, "_commit_hash", None):
         return commit
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     for f in sorted(Path(model_name).glob("*.safetensors")) + sorted(
             Path(model_name).glob("*.bin")):
-        with f.open("rb") as fh:
-            digest.update(f"{f.name}:{f.stat().st_size}".encode() + fh.read(1 << 20))
-            fh.seek(max(0, f.stat().st_size - (1 << 20)))
-            digest.update(fh.read())
+        digest.update(f.name.encode() + file_digest(f).encode())
     return digest.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def load_text_model(name: str, device: torch.device, dtype: torch.dtype):
+    """The tokenizer (with a pad token: decoder LLMs often have none) and the model."""
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, AutoModel.from_pretrained(name, dtype=dtype).to(device)
 
 
 class ItemEncoder:
@@ -122,11 +132,9 @@ class ItemEncoder:
     def _load(self) -> None:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.name)
-        if self.tokenizer.pad_token is None:  # decoder LLMs often have none
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self._model = AutoModel.from_pretrained(self.name, dtype=dtype).to(self.device).eval()
+        self.tokenizer, model = load_text_model(self.name, self.device, dtype)
+        self._model = model.eval()
 
     @property
     def dim(self) -> int:
@@ -154,17 +162,19 @@ class ItemEncoder:
             batch = self.tokenizer.pad({k: [tokens[k][i] for i in idx] for k in tokens},
                                        return_tensors="pt").to(self.device)
             hidden = self._model(**batch).last_hidden_state.float()  # (B, L, dim)
-            out[idx] = self._pool(hidden, batch["attention_mask"]).cpu().numpy()
+            out[idx] = pool(hidden, batch["attention_mask"], self.cfg.pooling).cpu().numpy()
         return out
 
-    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.cfg.pooling == "cls":
-            pooled = hidden[:, 0]  # (B, dim)
-        elif self.cfg.pooling == "last":
-            # the last real token, whichever side the tokenizer pads on
-            last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # (B,)
-            pooled = hidden[torch.arange(len(hidden), device=hidden.device), last]  # (B, dim)
-        else:
-            m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, dim)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One unit-length vector per text from the token states (B, L, dim) and their mask."""
+    if pooling == "cls":
+        pooled = hidden[:, 0]  # (B, dim)
+    elif pooling == "last":
+        # the last real token, whichever side the tokenizer pads on
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # (B,)
+        pooled = hidden[torch.arange(len(hidden), device=hidden.device), last]  # (B, dim)
+    else:
+        m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (B, dim)
+    return torch.nn.functional.normalize(pooled, dim=-1)

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from features.encoder_tuning import TuningConfig
 from ingestion.readers import BUNDLED_MOVIELENS, DatasetError
 from ingestion.state import Stores, default_state_dir
 from training.params import RetrainParams
@@ -229,6 +230,34 @@ def embed_items(state_dir: StateDir = None, encoder: Encoder = None,
         raise typer.Exit(1) from None
     typer.echo(f"embedding version {embedded.version}: {embedded.encoded} of "
                f"{len(embedded.item_ids)} items encoded, the rest cached")
+
+
+@app.command("tune-encoder")
+def tune_encoder(state_dir: StateDir = None, encoder: Encoder = None,
+                 steps: Annotated[int, typer.Option(min=1, help="Optimizer steps")
+                                  ] = TuningConfig.steps,
+                 top_layers: Annotated[int, typer.Option(
+                     min=0, help="Transformer layers tuned, from the top (0: all)")
+                                       ] = TuningConfig.top_layers,
+                 lr: Annotated[float, typer.Option(min=0)] = TuningConfig.lr) -> None:
+    """Tune the text encoder on the store's training sequences (an item's text nearest the
+    next item's; validation and test targets unseen), embed and publish the catalog with it,
+    and log it to MLflow. Then give its directory as --encoder to ingest, nightly and up."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.tune_encoder import tune_encoder as tune_flow
+    from serving.tracking import TrackingUnavailable
+
+    expected = (DatasetError, TrackingUnavailable, ValueError)
+    _quiet_tracebacks(*expected)
+    try:
+        result = tune_flow(state_dir=_stores(state_dir).state_dir, encoder=encoder,
+                           tuning=TuningConfig(steps=steps, top_layers=top_layers, lr=lr))
+    except expected as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2))
+    typer.echo(f"\nembed new items and retrain with it: llmseqrec up --encoder "
+               f"{result['encoder']}")
 
 
 @app.command()

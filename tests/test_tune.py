@@ -2,19 +2,16 @@
 run whose trials are MLflow child runs of one parent, and its best settings start the next
 retrain (`--params-from-run`), the options given on the command line over them."""
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pytest
 import typer
+from cycle_data import cycle_log, stored, with_item_at
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from flows.tune import TUNED_PARAMS, load_tuned_params, tune
-from ingestion.batches import IngestConfig, ingest_catalog, ingest_file
 from ingestion.state import Stores
 from llmseqrec.cli import app, with_params
 from training.params import RetrainParams
@@ -25,24 +22,7 @@ TINY = RetrainParams(item_repr="id", hidden=16, layers=1, max_len=20, epochs=3, 
 
 @pytest.fixture(scope="module")
 def cycle_data():
-    """60 users walking a cycle of 30 items (each next item the one after): learnable in a few
-    epochs, so validation scores differ from zero and from each other."""
-    rng = np.random.default_rng(0)
-    rows = [(user, (start + t) % 30 + 1, 1_400_000_000 + 100 * t)
-            for user, start in enumerate(rng.integers(0, 30, 60), 1) for t in range(12)]
-    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
-    items = pd.DataFrame({"item_id": range(1, 31), "title": [f"Item {i}" for i in range(1, 31)]})
-    return interactions, items
-
-
-def with_item_at(interactions, position: int, seed: int = 0):
-    """Each user's `position`-th item from the end (1: the last) changed to another one."""
-    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
-    rows = ordered.groupby("user_id").nth(-position).index
-    changed = interactions.copy()
-    others = np.random.default_rng(seed).choice(interactions["item_id"].unique(), len(rows))
-    changed.loc[rows, "item_id"] = others
-    return changed
+    return cycle_log()
 
 
 def test_a_trial_scores_validation_targets_and_never_a_test_target(cycle_data):
@@ -66,14 +46,7 @@ def test_a_trial_stops_when_the_pruner_says_so(cycle_data):
 
 @pytest.fixture(scope="module")
 def store(cycle_data, tmp_path_factory) -> Stores:
-    interactions, items = cycle_data
-    stores = Stores(tmp_path_factory.mktemp("tune") / "state")
-    ingest_catalog(items.astype(str), stores, "catalog")
-    stores.inbox.mkdir(parents=True)
-    interactions.to_csv(stores.inbox / "history.csv", index=False)
-    ingest_file(stores.inbox / "history.csv", stores, datetime.now(UTC),
-                IngestConfig(data_docs=False))
-    return stores
+    return stored(*cycle_data, tmp_path_factory.mktemp("tune") / "state")
 
 
 @pytest.mark.e2e
