@@ -20,7 +20,8 @@ POOL = "llmseqrec"
 SOURCE = Path(__file__).resolve().parents[1]  # the checkout the worker runs flows from
 FLOWS = {"nightly": "flows/nightly.py:nightly", "ingest": "flows/ingest.py:ingest_inbox",
          "embed-items": "flows/embed_items.py:embed_items", "retrain": "flows/retrain.py:retrain",
-         "tune": "flows/tune.py:tune"}
+         "tune": "flows/tune.py:tune", "tune-encoder": "flows/tune_encoder.py:tune_encoder"}
+EMBEDS = ("nightly", "ingest", "embed-items")  # the flows that embed item texts
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
@@ -32,10 +33,11 @@ def ensure_pool(pool: str) -> None:
 
 def deploy_flows(state_dir: Path, cron: str | None, interval_s: float | None = None,
                  pool: str = POOL, serving_url: str | None = None,
-                 params: RetrainParams | None = None) -> list[str]:
+                 params: RetrainParams | None = None, encoder: str | None = None) -> list[str]:
     """Create (or update) one deployment per flow in `pool`; `nightly` runs on `cron` or every
     `interval_s` seconds; `nightly`, `retrain` and `tune` with `params` (default:
-    RetrainParams()). Their names, as `flow/deployment`."""
+    RetrainParams()); the flows that embed item texts with `encoder` (default: minilm), and
+    `tune-encoder` tunes it. Their names, as `flow/deployment`."""
     ensure_pool(pool)
     ensure_retrain_lock()
     names = []
@@ -46,6 +48,8 @@ def deploy_flows(state_dir: Path, cron: str | None, interval_s: float | None = N
             parameters["serving_url"] = serving_url
         if flow_name in ("nightly", "retrain", "tune") and params is not None:
             parameters["params"] = params.model_dump()
+        if flow_name in (*EMBEDS, "tune-encoder") and encoder:
+            parameters["encoder"] = encoder
         scheduled = flow_name == "nightly"
         deployment = flow.to_deployment(
             name="llmseqrec", parameters=parameters,

@@ -242,7 +242,7 @@ def tune_encoder(state_dir: StateDir = None, encoder: Encoder = None,
                  lr: Annotated[float, typer.Option(min=0)] = TuningConfig.lr) -> None:
     """Tune the text encoder on the store's training sequences (an item's text nearest the
     next item's; validation and test targets unseen), embed and publish the catalog with it,
-    and log it to MLflow. Then give its directory as --encoder to ingest, nightly and up."""
+    and log it to MLflow. Then give its directory as --encoder to ingest, run, deploy and up."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.tune_encoder import tune_encoder as tune_flow
     from serving.tracking import TrackingUnavailable
@@ -358,21 +358,23 @@ def deploy(cron: Annotated[str, typer.Option(help="When the nightly flow runs")]
            pool: Annotated[str, typer.Option(help="Prefect work pool (process)")] = "llmseqrec",
            serving_url: Annotated[str | None, typer.Option(
                help="Model server to check after each retrain")] = None,
-           state_dir: StateDir = None, params_from_run: ParamsFromRun = None) -> None:
-    """Create the deployments (nightly on the schedule; ingest, embed-items, retrain and tune
-    on demand) in the Prefect server at $PREFECT_API_URL; a worker of the pool runs them."""
+           state_dir: StateDir = None, params_from_run: ParamsFromRun = None,
+           encoder: Encoder = None) -> None:
+    """Create the deployments (nightly on the schedule; ingest, embed-items, retrain, tune and
+    tune-encoder on demand) in the Prefect server at $PREFECT_API_URL; a worker of the pool
+    runs them."""
     from flows.deployments import deploy_flows
 
     params = tuned_params(state_dir, params_from_run) if params_from_run else None
     for name in deploy_flows(_stores(state_dir).state_dir, cron, interval, pool, serving_url,
-                             params=params):
+                             params=params, encoder=encoder):
         typer.echo(f"deployed {name}")
 
 
 @app.command()
 def up(state_dir: StateDir = None, cron: str = "0 3 * * *", pool: str = "llmseqrec",
        prefect_port: int = 4200, mlflow_port: int = 5000, model_port: int = 5001,
-       params_from_run: ParamsFromRun = None) -> None:
+       params_from_run: ParamsFromRun = None, encoder: Encoder = None) -> None:
     """Start on loopback the Prefect server (with the deployments) and a worker, the MLflow
     tracking server and UI, and the model server; logs and pids in <state dir>/logs, /run."""
     from llmseqrec.ops import Ports, urls
@@ -382,7 +384,7 @@ def up(state_dir: StateDir = None, cron: str = "0 3 * * *", pool: str = "llmseqr
     stores = _stores(state_dir)
     if params_from_run:
         tuned_params(state_dir, params_from_run)  # refused now, not in the deploy step
-    for line in start_all(stores, ports, cron, pool, params_from_run):
+    for line in start_all(stores, ports, cron, pool, params_from_run, encoder):
         typer.echo(line)
     u = urls(ports)
     typer.echo(f"""

@@ -147,10 +147,11 @@ def start(stores: Stores, service: Service, env: dict[str, str]) -> int:
     return process.pid
 
 
-def up(stores: Stores, ports: Ports, cron: str, pool: str, params_from_run: str | None = None
-       ) -> list[str]:
+def up(stores: Stores, ports: Ports, cron: str, pool: str, params_from_run: str | None = None,
+       encoder: str | None = None) -> list[str]:
     """Start what is not running yet (deploying the flows once Prefect answers, their retrains
-    with the settings of the tune run `params_from_run` if given); one line per service."""
+    with the settings of the tune run `params_from_run` if given, their item texts embedded
+    with `encoder`); one line per service."""
     env = environment(stores, ports)
     lines = []
     for service in services(stores, ports, pool):
@@ -162,7 +163,8 @@ def up(stores: Stores, ports: Ports, cron: str, pool: str, params_from_run: str 
             subprocess.run([str(Path(sys.executable).parent / "llmseqrec"), "deploy", "--cron",
                             cron, "--pool", pool, "--state-dir", str(stores.state_dir),
                             "--serving-url", urls(ports)["model"],
-                            *(["--params-from-run", params_from_run] if params_from_run else [])],
+                            *(["--params-from-run", params_from_run] if params_from_run else []),
+                            *(["--encoder", encoder] if encoder else [])],
                            env=env, check=True)
     return lines
 

@@ -22,6 +22,7 @@ from ports import free_ports
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from urllib3.util.retry import Retry
 
+from features.encoder import default_encoder
 from flows.deployments import deploy_flows
 from flows.retrain import RETRAIN_LOCK
 from ingestion.catalog_batches import catalog_inbox
@@ -115,7 +116,8 @@ def stack(movielens_slice, tmp_path_factory):
             patch.setenv(key, value)
         ports = Ports(*free_ports(3))
         try:
-            up(stores, ports, cron="0 3 1 1 *", pool="llmseqrec")
+            # the bundled encoder by its directory: the same vectors, through --encoder
+            up(stores, ports, cron="0 3 1 1 *", pool="llmseqrec", encoder=default_encoder())
             yield Stack(stores, ports, movielens_slice)
         finally:
             down(stores)
@@ -128,7 +130,10 @@ def test_up_starts_the_servers_the_worker_and_the_deployments(stack):
     assert requests.get(urls(stack.ports)["mlflow"] + "/health", timeout=10).ok
     deployments = stack.post("deployments/filter", {"limit": 20, "offset": 0})
     by_flow = {stack.get(f"flows/{d['flow_id']}")["name"]: d for d in deployments}
-    assert set(by_flow) == {"nightly", "ingest", "embed-items", "retrain", "tune"}
+    assert set(by_flow) == {"nightly", "ingest", "embed-items", "retrain", "tune",
+                            "tune-encoder"}
+    for flow in ("nightly", "ingest", "embed-items", "tune-encoder"):  # up's --encoder
+        assert by_flow[flow]["parameters"]["encoder"] == default_encoder()
     assert by_flow["nightly"]["schedules"][0]["schedule"]["cron"] == "0 3 1 1 *"
     assert not by_flow["retrain"]["schedules"]
     assert by_flow["retrain"]["parameters"]["state_dir"] == str(stack.stores.state_dir)
