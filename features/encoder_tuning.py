@@ -129,6 +129,11 @@ def tune_encoder(encoder: ItemEncoder, texts: list[str], pairs: np.ndarray, cfg:
         out_root)
 
 
+def tuning_record(tuned: Path) -> dict:
+    """What a tuned copy was made from and with: its base, settings, pair count and losses."""
+    return json.loads((tuned / TUNING_FILE).read_text())
+
+
 def save_tuned(model, tokenizer, encoder: ItemEncoder, cfg: TuningConfig, stats: dict,
                out_root: Path) -> Path:
     """Write the tuned copy whole or not at all, as out_root/<base>-tuned-<weights hash>

@@ -6,7 +6,6 @@ model trained on its vectors refuses vectors of any other encoder, as for every 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from features.embeddings import ItemEmbeddings
 from features.encoder import EncoderConfig, ItemEncoder
-from features.encoder_tuning import TUNING_FILE, TuningConfig, tune_on_interactions
+from features.encoder_tuning import TuningConfig, tune_on_interactions, tuning_record
 from features.item_text import DEFAULT_FIELDS
 from flows.embed_items import embed_items
 from ingestion.readers import DatasetError
@@ -34,7 +33,7 @@ def tune(stores: Stores, encoder: EncoderConfig, cfg: TuningConfig) -> Path:
         raise DatasetError("no item catalog in the store yet: ingest the catalog first")
     tuned = tune_on_interactions(ItemEncoder(encoder), stores.store.read(), items,
                                  DEFAULT_FIELDS, cfg, stores.state_dir / "encoders")
-    stats = json.loads((tuned / TUNING_FILE).read_text())
+    stats = tuning_record(tuned)
     get_run_logger().info("tuned on %d (item, next item) pairs: loss %.3f -> %.3f; %s",
                           stats["pairs"], stats["first_loss"], stats["last_loss"], tuned)
     return tuned
@@ -45,7 +44,7 @@ def log_encoder(stores: Stores, tuned: Path, embedded: ItemEmbeddings) -> str:
     """One MLflow run: the tuning settings and losses, the tuned copy as its artifact."""
     check_tracking(stores.tracking_uri)
     use_experiment(stores.tracking_uri, stores.artifact_location)
-    stats = json.loads((tuned / TUNING_FILE).read_text())
+    stats = tuning_record(tuned)
     with mlflow.start_run(run_name=f"tune-encoder {tuned.name}") as run:
         mlflow.log_params(stats["settings"] | {"base": stats["base"],
                                                "base_revision": stats["base_revision"]})
