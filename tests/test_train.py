@@ -87,3 +87,39 @@ def test_warm_started_training_begins_where_the_previous_model_was():
     warm = train_model(split, cfg, fit, init_state=grown_state(trained.model, ids, cfg, ids))
     cold = train_model(split, cfg, fit)
     assert warm.history[0]["loss"] < cold.history[0]["loss"] - 0.5
+
+
+def test_a_probe_adds_its_figures_to_every_epoch_and_chooses_nothing():
+    split = synthetic_split()
+    cfg = text_cfg(item_repr="id", text_dim=0)
+    fit = train_config(epochs=3, batch_size=16, patience=3)
+    seen: list[bool] = []
+
+    def probe(model: SeqRec) -> dict[str, float]:
+        seen.append(model.training)
+        return {"probe_item_norm": float(model.item_id.weight.norm())}
+
+    probed = train_model(split, cfg, fit, probe=probe)
+    plain = train_model(split, cfg, fit)
+    assert seen == [False] * 3  # the model as evaluated, after each epoch
+    assert len({r["probe_item_norm"] for r in probed.history}) == 3  # each epoch's weights
+    assert probed.best_epoch == plain.best_epoch
+    assert [r["valid_ndcg_at_10"] for r in probed.history] == \
+        [r["valid_ndcg_at_10"] for r in plain.history]
+
+
+def test_the_learning_rate_decays_when_validation_stops_improving():
+    split = synthetic_split()
+    cfg = text_cfg(item_repr="id", text_dim=0)
+    fit = train_config(epochs=16, batch_size=16, lr=0.05, patience=16, lr_decay=0.5,
+                       lr_patience=2)
+    history = train_model(split, cfg, fit).history
+    expected, lr, best, flat = [], 0.05, -1.0, 0
+    for row in history:  # the rule: halve after 2 epochs in a row without a new best
+        expected.append(lr)
+        best, flat = (row["valid_ndcg_at_10"], 0) if row["valid_ndcg_at_10"] > best else (
+            best, flat + 1)
+        if flat == 2:
+            lr, flat = lr / 2, 0
+    assert [r["lr"] for r in history] == pytest.approx(expected)
+    assert expected[-1] < 0.05  # it did decay

@@ -43,6 +43,10 @@ class RetrainParams(BaseModel):
     epochs: int = Field(100, ge=1, description="Most epochs to train")
     patience: int = Field(5, ge=1, description="Epochs without a better validation NDCG@10 "
                                                "before stopping")
+    lr_decay: float = Field(1.0, gt=0, le=1, description="Factor of the learning rate after "
+                            "lr_patience epochs without a better validation NDCG@10 (1: constant)")
+    lr_patience: int = Field(3, ge=1, description="Epochs without a better validation NDCG@10 "
+                                                  "before the learning rate decays")
     batch_size: int = Field(128, ge=1, description="Sequences per batch (split across "
                                                    "processes under torchrun)")
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate")
@@ -72,4 +76,5 @@ class RetrainParams(BaseModel):
     def training(self, progress: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            weight_decay=self.weight_decay, patience=self.patience,
+                           lr_decay=self.lr_decay, lr_patience=self.lr_patience,
                            seed=self.seed, progress=progress)

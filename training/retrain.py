@@ -81,10 +81,12 @@ def champion_start(champion: Ranker | None, cfg: ModelConfig, index: ItemIndex
 
 def fit(interactions: pd.DataFrame, items, text: TextTable | None, params: RetrainParams,
         champion: Ranker | None = None, progress: bool = True,
-        on_epoch: Callable[[dict[str, float]], None] | None = None) -> Fitted:
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+        probe: Callable[[SeqRec], dict[str, float]] | None = None) -> Fitted:
     """Train on the leave-one-out split of `interactions` over the catalog `items` (catalog
     item ids); `text` holds the LLM embedding of every item in ascending id order (None for
-    `id`). Warm-started from `champion` when `params.warm_start` and its settings match."""
+    `id`). Warm-started from `champion` when `params.warm_start` and its settings match.
+    `probe`: as `train_model`'s."""
     index, split = dataset(interactions, items)
     if not split.train:
         raise NothingToTrain("no user has 3 or more interactions: nothing to train on")
@@ -94,7 +96,7 @@ def fit(interactions: pd.DataFrame, items, text: TextTable | None, params: Retra
     init, start = champion_start(champion if params.warm_start else None, cfg, index)
     result = train_model(split, cfg, params.training(progress),
                          text if params.item_repr != "id" else None,
-                         on_epoch=on_epoch, init_state=init)
+                         on_epoch=on_epoch, init_state=init, probe=probe)
     return Fitted(result, index, split, start, split_fingerprint(split))
 
 

@@ -35,6 +35,8 @@ class TrainConfig:
     lr: float
     weight_decay: float
     patience: int  # epochs without a better validation NDCG@10 before stopping
+    lr_decay: float  # factor of the learning rate after lr_patience epochs without a better one
+    lr_patience: int
     seed: int
     progress: bool = True  # a progress bar per epoch (first process only)
 
@@ -108,9 +110,12 @@ def train_model(
     text: TextTable | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     init_state: dict[str, torch.Tensor] | None = None,
+    probe: Callable[[SeqRec], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Fit on `split.train`; keep the weights of the epoch with the best validation NDCG@10.
-    Batches group windows of similar length, so little of a batch is padding."""
+    Batches group windows of similar length, so little of a batch is padding. `probe`, for
+    benchmarks: more figures of the model after each epoch for its row, untimed and never
+    part of a choice (a curve of test metrics)."""
     seed_everything(train_cfg.seed)
     rank, world = init_distributed()
     dev = device()
@@ -123,6 +128,10 @@ def train_model(
     net = DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr,
                             weight_decay=train_cfg.weight_decay)
+    # once the validation curve flattens, smaller steps settle where larger ones jitter
+    schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="max", factor=train_cfg.lr_decay, patience=train_cfg.lr_patience - 1,
+        threshold=0.0) if train_cfg.lr_decay < 1 else None
     windows = training_windows(split.train, model_cfg.max_len)
     lengths = np.array([len(w) for w in windows])
     rng = np.random.default_rng(train_cfg.seed)  # the same batches in every process
@@ -151,13 +160,18 @@ def train_model(
             totals += step
         valid = evaluate_targets(model_scorer(model, dev), split.valid_history, split.valid_target)
         row = {"epoch": epoch, "loss": float(totals[0] / totals[1].clamp(min=1)),
+               "lr": opt.param_groups[0]["lr"],
                "epoch_seconds": time.perf_counter() - started,
                **{f"valid_{k}": v for k, v in valid.items()}}
+        if probe:
+            row |= probe(model)
         result.history.append(row)
         log.info("epoch %d loss %.4f valid ndcg@10 %.4f (%.1fs)", epoch, row["loss"],
                  valid["ndcg_at_10"], row["epoch_seconds"])
         if on_epoch:
             on_epoch(row)
+        if schedule:
+            schedule.step(valid["ndcg_at_10"])
         if valid["ndcg_at_10"] > best_ndcg:
             best_ndcg, result.best_epoch = valid["ndcg_at_10"], epoch
             best_state = copy.deepcopy(model.state_dict())
