@@ -41,9 +41,9 @@ class RetrainParams(BaseModel):
                                                            "in a training step")
     # its training (training.train.TrainConfig)
     epochs: int = Field(100, ge=1, description="Most epochs to train")
-    patience: int = Field(5, ge=1, description="Epochs without a better validation NDCG@10 "
+    patience: int = Field(10, ge=1, description="Epochs without a better validation NDCG@10 "
                                                "before stopping")
-    lr_decay: float = Field(1.0, gt=0, le=1, description="Factor of the learning rate after "
+    lr_decay: float = Field(0.5, gt=0, le=1, description="Factor of the learning rate after "
                             "lr_patience epochs without a better validation NDCG@10 (1: constant)")
     lr_patience: int = Field(3, ge=1, description="Epochs without a better validation NDCG@10 "
                                                   "before the learning rate decays")
