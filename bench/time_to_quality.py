@@ -57,7 +57,8 @@ def start_recbole(args: argparse.Namespace, out: Path, log: Path) -> subprocess.
                "--epochs", str(args.recbole_epochs), "--patience", str(args.recbole_patience)]
     if args.max_users:
         command += ["--max-users", str(args.max_users)]
-    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    with log.open("w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
 
 
 def seconds_to_reach(history: list[dict], target: float) -> tuple[int, float] | None:
