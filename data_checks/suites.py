@@ -11,6 +11,8 @@ from __future__ import annotations
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
+from ingestion.readers import MALFORMED_ROW
+
 INTEGER_ID = r"^[0-9]{1,18}$"  # 18 digits always fit in an int64
 NUMBER = r"^-?[0-9]{1,18}(?:\.[0-9]+)?$"
 EVENT_TYPE = r"^[a-z][a-z_]{0,31}$"
@@ -21,8 +23,6 @@ ISO_WITH_OFFSET = rf"^{_DATE}[T ]{_TIME}(?:Z|[+-][0-9]{{2}}(?::?[0-9]{{2}})?)$"
 # ISO-8601 without an offset: a local time of an unknown zone, quarantined
 ISO_WITHOUT_OFFSET = rf"^{_DATE}(?:[T ]{_TIME})?$"
 # Timestamps are read by `validate_interactions` from any of their accepted forms.
-# a CSV row with more or fewer fields than its header: its whole text, its fields missing
-MALFORMED_ROW = "malformed_row"
 INTERACTION_FORMATS = {"user_id": INTEGER_ID, "item_id": INTEGER_ID, "rating": NUMBER,
                        "event_type": EVENT_TYPE}
 

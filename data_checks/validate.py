@@ -22,10 +22,10 @@ from data_checks.suites import (
     INTERACTION_FORMATS,
     ISO_WITH_OFFSET,
     ISO_WITHOUT_OFFSET,
-    MALFORMED_ROW,
     interaction_suite,
     item_suite,
 )
+from ingestion.readers import MALFORMED_ROW
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 KEY = ["user_id", "item_id", "timestamp"]

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_checks.suites import MALFORMED_ROW
 from data_checks.validate import validate_items
 from features.item_text import item_texts
 from ingestion.batches import (
@@ -27,7 +26,7 @@ from ingestion.batches import (
     state_io,
 )
 from ingestion.layouts import GENERIC_ITEM_FIELDS
-from ingestion.readers import DatasetError, read_table
+from ingestion.readers import MALFORMED_ROW, DatasetError, read_table
 from ingestion.state import Stores
 
 CATALOG_FOLDER = "items"  # inbox/items/: catalog batches; inbox/: interaction batches
