@@ -20,6 +20,8 @@ import os
 import platform
 import statistics
 import time
+import types
+import typing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -102,6 +104,7 @@ def train_and_test(interactions: pd.DataFrame, items, text: TextTable | None,
             "valid_ndcg_at_10": result.history[result.best_epoch - 1]["valid_ndcg_at_10"],
             "valid_curve": [round(r["valid_ndcg_at_10"], 5) for r in result.history],
             "epoch_seconds": [round(t, 2) for t in epoch_seconds],
+            "params": params.resolved().model_dump(),
             **compared["model"]}, compared["popularity"]
 
 
@@ -128,8 +131,18 @@ def add_params_flags(parser: argparse.ArgumentParser) -> None:
             settings.add_argument(flag, action=argparse.BooleanOptionalAction,
                                   default=field.default, help=field.description)
         else:
-            settings.add_argument(flag, type=type(field.default), default=field.default,
+            settings.add_argument(flag, **value_type(field.annotation), default=field.default,
                                   help=field.description)
+
+
+def value_type(annotation: object) -> dict:
+    """argparse's `type` (and `choices`) for a field annotated `annotation`: int, float,
+    a Literal, or one of them or None (None: the default by representation)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is typing.Literal:
+        return {"type": str, "choices": typing.get_args(annotation)}
+    return {"type": annotation}
 
 
 def params_from(args: argparse.Namespace) -> RetrainParams:

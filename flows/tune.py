@@ -85,7 +85,7 @@ def tune(state_dir: Path | None = None, params: RetrainParams | None = None, tri
     rows: list[dict] = []
     with mlflow.start_run(run_name="tune") as parent:
         mlflow.set_tag("kind", "tune")
-        mlflow.log_params({f"base_{k}": v for k, v in base.model_dump().items()}
+        mlflow.log_params({f"base_{k}": v for k, v in base.resolved().model_dump().items()}
                           | {"trials": trials, "timeout_s": timeout_s, "seed": seed})
 
         def objective(trial: optuna.Trial) -> float:
@@ -107,11 +107,11 @@ def tune(state_dir: Path | None = None, params: RetrainParams | None = None, tri
 
         searched.optimize(objective, n_trials=trials, timeout=timeout_s)
         best = suggest(optuna.trial.FixedTrial(searched.best_params), base)
-        mlflow.log_dict(best.model_dump(), TUNED_PARAMS)
+        mlflow.log_dict(best.resolved().model_dump(), TUNED_PARAMS)
         mlflow.log_metric("best_valid_ndcg_at_10", searched.best_value)
         mlflow.set_tag("best_trial", str(searched.best_trial.number))
     result = {"run_id": parent.info.run_id, "best_value": searched.best_value,
-              "best_trial": searched.best_trial.number, "best_params": best.model_dump(),
+              "best_trial": searched.best_trial.number, "best_params": best.resolved().model_dump(),
               "trials": len(rows), "pruned": sum(r["state"] == "pruned" for r in rows)}
     log.info("best valid ndcg@10 %.4f (trial %d); retrain with --params-from-run %s",
              result["best_value"], result["best_trial"], result["run_id"])

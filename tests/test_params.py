@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from llmseqrec.cli import app
 from serving.gate import Gate
 from training.model import TextTable
-from training.params import RetrainParams
+from training.params import ID_ONLY, WITH_TEXT, RetrainParams
 
 TEXT = TextTable(torch.zeros(10, 4), "v1")
 CHANGED = {"item_repr": "text", "max_len": 7, "hidden": 32, "layers": 3, "heads": 2,
@@ -37,6 +37,19 @@ def test_whitening_and_id_dropout_are_recorded_only_where_they_act():
     assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim) == (False, 0.0, 0)
     cfg = RetrainParams(item_repr="text").model(10, TEXT)
     assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim) == (True, 0.0, 4)
+
+
+@pytest.mark.parametrize("item_repr, own", [("id", ID_ONLY), ("text", WITH_TEXT),
+                                             ("hybrid", WITH_TEXT)])
+def test_a_setting_left_unset_takes_its_representations_default_and_a_given_one_wins(
+        item_repr, own):
+    text = None if item_repr == "id" else TEXT
+    params = RetrainParams(item_repr=item_repr)
+    cfg = params.model(10, text)
+    assert (cfg.block, cfg.dropout) == (own["block"], own["dropout"])
+    assert params.resolved().model_dump() == params.model_dump() | own
+    cfg = RetrainParams(item_repr=item_repr, block="sasrec", dropout=0.0).model(10, text)
+    assert (cfg.block, cfg.dropout) == ("sasrec", 0.0)
 
 
 def test_every_setting_is_an_option_of_run_with_its_help():

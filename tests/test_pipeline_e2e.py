@@ -19,7 +19,7 @@ from ingestion.state import Stores
 from llmseqrec.cli import app
 from llmseqrec.ops import serve_command
 from serving.registry import MODEL_NAME
-from training.params import RetrainParams
+from training.params import WITH_TEXT, RetrainParams
 
 pytestmark = pytest.mark.e2e
 TINY = RetrainParams(hidden=16, layers=1, max_len=20, epochs=2,
@@ -62,6 +62,8 @@ def test_flow_run_registers_a_champion(pipeline_run):
     assert metrics["train_interactions"] < metrics["data_rows_accepted"]  # 2 held out per user
     params = client.get_run(champion.run_id).data.params
     assert params["item_repr"] == "hybrid" and params["hidden"] == "16"
+    # the defaults by representation as they were trained, not "None"
+    assert (params["block"], params["dropout"]) == (WITH_TEXT["block"], str(WITH_TEXT["dropout"]))
 
 
 def test_bad_rows_are_quarantined_and_never_reach_training(pipeline_run):

@@ -11,6 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from training.model import ModelConfig, TextTable
 from training.train import TrainConfig
 
+# The settings whose best value depends on whether the model reads item text: a field left at
+# None takes its model's value here (measured: docs/benchmarks.md, "Defaults by
+# representation"). The ID-only model has nothing but its ID rows to fit and overfits them
+# unless it is regularized as SASRec's reference is; the fused model generalizes through its
+# text rows and learns at half the pace under that much dropout.
+ID_ONLY = {"block": "sasrec", "dropout": 0.6}
+WITH_TEXT = {"block": "prenorm", "dropout": 0.2}  # text and hybrid
+
+
+def by_representation(name: str) -> str:
+    """The help text's note of the defaults of the setting `name`."""
+    return f"; default: {ID_ONLY[name]} for id, {WITH_TEXT[name]} with text"
+
 
 class RetrainParams(BaseModel):
     """The model, its training and the promotion gate."""
@@ -24,10 +37,12 @@ class RetrainParams(BaseModel):
     hidden: int = Field(64, ge=2, description="Width of the transformer")
     layers: int = Field(2, ge=1, description="Transformer blocks")
     heads: int = Field(1, ge=1, description="Attention heads (must divide hidden)")
-    block: Literal["prenorm", "sasrec"] = Field(
-        "prenorm", description="Transformer block: GPT-2's pre-norm, or SASRec's own wiring "
-                               "(keys from the raw stream, feed-forward of width hidden)")
-    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in every block")
+    block: Literal["prenorm", "sasrec"] | None = Field(
+        None, description="Transformer block: GPT-2's pre-norm, or SASRec's own wiring (keys "
+                          "from the raw stream, feed-forward of width hidden)"
+                          + by_representation("block"))
+    dropout: float | None = Field(None, ge=0, lt=1, description="Dropout in every block"
+                                  + by_representation("dropout"))
     loss: Literal["ce", "sampled"] = Field(
         "ce", description="ce: softmax over every item; sampled: over the batch's targets and "
                           "uniform negatives, logQ-corrected (for large catalogs)")
@@ -59,19 +74,27 @@ class RetrainParams(BaseModel):
     slice_tolerance: float = Field(0.05, description="Relative tail/cold NDCG@10 loss allowed")
     p95_ms: float = Field(50.0, description="Latency budget of one in-process query (p95)")
 
+    def resolved(self) -> RetrainParams:
+        """These settings with every field left at None given its representation's value
+        (ID_ONLY or WITH_TEXT): what a run records and trains with."""
+        kind = ID_ONLY if self.item_repr == "id" else WITH_TEXT
+        given = {k: v for k, v in kind.items() if getattr(self, k) is None}
+        return self.model_copy(update=given)
+
     def model(self, num_items: int, text: TextTable | None) -> ModelConfig:
         """The model's shape over `num_items` items and the LLM embeddings `text` (None for
         `id`); whitening and ID-row dropout only where they act, so a recorded config names
         only what the model does."""
         uses_text = self.item_repr != "id"
+        own = self.resolved()
         return ModelConfig(
             num_items=num_items, max_len=self.max_len, hidden=self.hidden, layers=self.layers,
-            heads=self.heads, dropout=self.dropout, item_repr=self.item_repr,
+            heads=self.heads, dropout=own.dropout, item_repr=self.item_repr,
             text_dim=text.vectors.shape[1] if uses_text and text is not None else 0,
             embedding_version=text.version if uses_text and text is not None else "",
             loss=self.loss, negatives=self.negatives, whiten_text=self.whiten_text and uses_text,
             repeat_bias=self.repeat_bias,
-            id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=self.block)
+            id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=own.block)
 
     def training(self, progress: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
