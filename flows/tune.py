@@ -106,12 +106,13 @@ def tune(state_dir: Path | None = None, params: RetrainParams | None = None, tri
             return outcome.value
 
         searched.optimize(objective, n_trials=trials, timeout=timeout_s)
-        best = suggest(optuna.trial.FixedTrial(searched.best_params), base)
-        mlflow.log_dict(best.resolved().model_dump(), TUNED_PARAMS)
+        # the values trained with, so a later retrain gets them whatever its defaults
+        best = suggest(optuna.trial.FixedTrial(searched.best_params), base).resolved().model_dump()
+        mlflow.log_dict(best, TUNED_PARAMS)
         mlflow.log_metric("best_valid_ndcg_at_10", searched.best_value)
         mlflow.set_tag("best_trial", str(searched.best_trial.number))
     result = {"run_id": parent.info.run_id, "best_value": searched.best_value,
-              "best_trial": searched.best_trial.number, "best_params": best.resolved().model_dump(),
+              "best_trial": searched.best_trial.number, "best_params": best,
               "trials": len(rows), "pruned": sum(r["state"] == "pruned" for r in rows)}
     log.info("best valid ndcg@10 %.4f (trial %d); retrain with --params-from-run %s",
              result["best_value"], result["best_trial"], result["run_id"])
