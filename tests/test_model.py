@@ -98,7 +98,24 @@ def record(randint, calls: list):
 def test_attention_output_dropout_only_in_the_prenorm_block(block, output_dropout):
     """SASRec's attention drops its weights only; GPT-2's also drops the projected output."""
     model = SeqRec(tiny(block=block, dropout=0.3), text_table(tiny()))
-    assert all(b.attn.dropout == 0.3 and b.attn.resid_dropout.p == output_dropout
+    assert all(b.attn.dropout == 0.3 and output_rate(b.attn) == output_dropout
+               for b in model.blocks)
+
+
+def output_rate(attention: torch.nn.Module) -> float:
+    """The dropout rate of an attention's projected output."""
+    resid = attention.resid_dropout
+    return resid.p if isinstance(resid, torch.nn.Dropout) else 0.0
+
+
+@pytest.mark.parametrize("block", ["sasrec", "prenorm"])
+def test_set_dropout_moves_every_rate_and_keeps_the_blocks_wiring(block):
+    model = SeqRec(tiny(block=block, dropout=0.3), text_table(tiny()))
+    model.set_dropout(0.1)
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates and set(rates) == {0.1}
+    assert all(b.attn.dropout == 0.1 for b in model.blocks)
+    assert all(output_rate(b.attn) == (0.0 if block == "sasrec" else 0.1)
                for b in model.blocks)
 
 

@@ -12,8 +12,8 @@ from training.params import ID_ONLY, WITH_TEXT, RetrainParams
 
 TEXT = TextTable(torch.zeros(10, 4), "v1")
 CHANGED = {"item_repr": "text", "max_len": 7, "hidden": 32, "layers": 3, "heads": 2,
-           "block": "sasrec",
-           "dropout": 0.4, "loss": "sampled", "negatives": 9, "whiten_text": False,
+           "block": "sasrec", "dropout": 0.4, "dropout_warmup": 3,
+           "loss": "sampled", "negatives": 9, "whiten_text": False,
            "repeat_bias": False, "id_dropout": 0.25, "epochs": 3, "patience": 2,
            "batch_size": 8, "lr": 0.01, "lr_decay": 0.3, "lr_patience": 2,
            "weight_decay": 0.1, "seed": 7, "margin": 0.2, "slice_tolerance": 0.3, "p95_ms": 5.0}

@@ -123,3 +123,18 @@ def test_the_learning_rate_decays_when_validation_stops_improving():
             lr, flat = lr / 2, 0
     assert [r["lr"] for r in history] == pytest.approx(expected)
     assert expected[-1] < 0.05  # it did decay
+
+
+def test_dropout_rises_from_zero_to_its_rate_over_the_warm_up_epochs():
+    split = synthetic_split()
+    cfg = text_cfg(item_repr="id", text_dim=0, dropout=0.5)
+    fit = train_config(epochs=4, batch_size=16, patience=4, dropout_warmup=2)
+    rates: list[float] = []
+
+    def probe(model: SeqRec) -> dict[str, float]:
+        rates.append(model.drop.p)
+        return {}
+
+    result = train_model(split, cfg, fit, probe=probe)
+    assert rates == [0.0, 0.25, 0.5, 0.5]
+    assert result.model.drop.p == 0.5  # the model as its config says, whatever epoch was best

@@ -76,7 +76,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
         self.dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(output_dropout)
+        self.resid_dropout = nn.Dropout(output_dropout) if output_dropout else nn.Identity()
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
                 last_only: bool = False) -> torch.Tensor:
@@ -182,6 +182,14 @@ class SeqRec(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.hidden)
+
+    def set_dropout(self, rate: float) -> None:
+        """Every dropout of the model (each at `cfg.dropout` when built) at `rate` instead."""
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = rate
+            elif isinstance(module, CausalSelfAttention):
+                module.dropout = rate
 
     def item_embeddings(self) -> torch.Tensor:
         """Representation of every item, padding included: (num_items + 1, hidden)."""

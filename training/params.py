@@ -62,6 +62,8 @@ class RetrainParams(BaseModel):
                             "lr_patience epochs without a better validation NDCG@10 (1: constant)")
     lr_patience: int = Field(3, ge=1, description="Epochs without a better validation NDCG@10 "
                                                   "before the learning rate decays")
+    dropout_warmup: int = Field(0, ge=0, description="Epochs over which dropout rises "
+                                "linearly from 0 to its rate (0: at its rate from the start)")
     batch_size: int = Field(128, ge=1, description="Sequences per batch (split across "
                                                    "processes under torchrun)")
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate")
@@ -100,4 +102,5 @@ class RetrainParams(BaseModel):
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            weight_decay=self.weight_decay, patience=self.patience,
                            lr_decay=self.lr_decay, lr_patience=self.lr_patience,
+                           dropout_warmup=self.dropout_warmup,
                            seed=self.seed, progress=progress)

@@ -37,6 +37,7 @@ class TrainConfig:
     patience: int  # epochs without a better validation NDCG@10 before stopping
     lr_decay: float  # factor of the learning rate after lr_patience epochs without a better one
     lr_patience: int
+    dropout_warmup: int  # epochs over which dropout rises from 0 to the model's rate
     seed: int
     progress: bool = True  # a progress bar per epoch (first process only)
 
@@ -140,6 +141,8 @@ def train_model(
     for epoch in range(1, train_cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
+        if train_cfg.dropout_warmup:
+            model.set_dropout(model_cfg.dropout * min(1.0, (epoch - 1) / train_cfg.dropout_warmup))
         totals = torch.zeros(2, dtype=torch.float64)  # summed loss, targets
         batches = [b for b in length_batches(lengths, train_cfg.batch_size, rng) if len(b) >= world]
         for ids in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False,
@@ -178,5 +181,6 @@ def train_model(
         elif epoch - result.best_epoch >= train_cfg.patience:
             break
     model.load_state_dict(best_state)
+    model.set_dropout(model_cfg.dropout)
     model.eval()
     return result
