@@ -125,16 +125,19 @@ def test_the_learning_rate_decays_when_validation_stops_improving():
     assert expected[-1] < 0.05  # it did decay
 
 
-def test_dropout_rises_from_zero_to_its_rate_over_the_warm_up_epochs():
+def test_dropout_rises_from_zero_to_its_rate_over_the_warm_up_steps(monkeypatch):
     split = synthetic_split()
     cfg = text_cfg(item_repr="id", text_dim=0, dropout=0.5)
-    fit = train_config(epochs=4, batch_size=16, patience=4, dropout_warmup=2)
+    fit = train_config(epochs=3, batch_size=16, patience=3, dropout_warmup=4)
     rates: list[float] = []
+    set_dropout = SeqRec.set_dropout
 
-    def probe(model: SeqRec) -> dict[str, float]:
-        rates.append(model.drop.p)
-        return {}
+    def spy(model: SeqRec, rate: float) -> None:
+        rates.append(rate)
+        set_dropout(model, rate)
 
-    result = train_model(split, cfg, fit, probe=probe)
-    assert rates == [0.0, 0.25, 0.5, 0.5]
+    monkeypatch.setattr(SeqRec, "set_dropout", spy)
+    result = train_model(split, cfg, fit)
+    # one rate before each of the first 5 optimizer steps (of about 9), then the returned model's
+    assert rates == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.5])
     assert result.model.drop.p == 0.5  # the model as its config says, whatever epoch was best

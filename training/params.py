@@ -62,7 +62,7 @@ class RetrainParams(BaseModel):
                             "lr_patience epochs without a better validation NDCG@10 (1: constant)")
     lr_patience: int = Field(3, ge=1, description="Epochs without a better validation NDCG@10 "
                                                   "before the learning rate decays")
-    dropout_warmup: int = Field(0, ge=0, description="Epochs over which dropout rises "
+    dropout_warmup: int = Field(0, ge=0, description="Optimizer steps over which dropout rises "
                                 "linearly from 0 to its rate (0: at its rate from the start)")
     batch_size: int = Field(128, ge=1, description="Sequences per batch (split across "
                                                    "processes under torchrun)")

@@ -37,7 +37,7 @@ class TrainConfig:
     patience: int  # epochs without a better validation NDCG@10 before stopping
     lr_decay: float  # factor of the learning rate after lr_patience epochs without a better one
     lr_patience: int
-    dropout_warmup: int  # epochs over which dropout rises from 0 to the model's rate
+    dropout_warmup: int  # optimizer steps over which dropout rises from 0 to the model's rate
     seed: int
     progress: bool = True  # a progress bar per epoch (first process only)
 
@@ -138,17 +138,18 @@ def train_model(
     rng = np.random.default_rng(train_cfg.seed)  # the same batches in every process
     result = TrainResult(model=model, best_epoch=0)
     best_ndcg, best_state = -1.0, None
+    steps = 0  # optimizer steps taken
     for epoch in range(1, train_cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
-        if train_cfg.dropout_warmup:
-            model.set_dropout(model_cfg.dropout * min(1.0, (epoch - 1) / train_cfg.dropout_warmup))
         totals = torch.zeros(2, dtype=torch.float64)  # summed loss, targets
         batches = [b for b in length_batches(lengths, train_cfg.batch_size, rng) if len(b) >= world]
         for ids in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False,
                         disable=rank > 0 or not train_cfg.progress):
             batch = pad_left([windows[i] for i in ids[rank::world]],
                              model_cfg.max_len + 1).to(dev)  # (B, T + 1)
+            if steps <= train_cfg.dropout_warmup and train_cfg.dropout_warmup:
+                model.set_dropout(model_cfg.dropout * steps / train_cfg.dropout_warmup)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 losses = net(batch[:, :-1], batch[:, 1:])  # (M,)
             step = torch.stack([losses.sum().detach().double().cpu(),
@@ -160,6 +161,7 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            steps += 1
             totals += step
         valid = evaluate_targets(model_scorer(model, dev), split.valid_history, split.valid_target)
         row = {"epoch": epoch, "loss": float(totals[0] / totals[1].clamp(min=1)),
