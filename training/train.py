@@ -138,7 +138,7 @@ def train_model(
     rng = np.random.default_rng(train_cfg.seed)  # the same batches in every process
     result = TrainResult(model=model, best_epoch=0)
     best_ndcg, best_state = -1.0, None
-    steps = 0  # optimizer steps taken
+    updates = 0  # optimizer steps taken
     for epoch in range(1, train_cfg.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -148,8 +148,8 @@ def train_model(
                         disable=rank > 0 or not train_cfg.progress):
             batch = pad_left([windows[i] for i in ids[rank::world]],
                              model_cfg.max_len + 1).to(dev)  # (B, T + 1)
-            if steps <= train_cfg.dropout_warmup and train_cfg.dropout_warmup:
-                model.set_dropout(model_cfg.dropout * steps / train_cfg.dropout_warmup)
+            if train_cfg.dropout_warmup and updates <= train_cfg.dropout_warmup:
+                model.set_dropout(model_cfg.dropout * updates / train_cfg.dropout_warmup)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 losses = net(batch[:, :-1], batch[:, 1:])  # (M,)
             step = torch.stack([losses.sum().detach().double().cpu(),
@@ -161,7 +161,7 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            steps += 1
+            updates += 1
             totals += step
         valid = evaluate_targets(model_scorer(model, dev), split.valid_history, split.valid_target)
         row = {"epoch": epoch, "loss": float(totals[0] / totals[1].clamp(min=1)),
