@@ -122,14 +122,14 @@ def test_set_dropout_moves_every_rate_and_keeps_the_blocks_wiring(block):
 def test_every_config_field_reaches_the_model(monkeypatch):
     cfg = tiny(num_items=40, max_len=6, hidden=24, layers=3, heads=4, dropout=0.3, text_dim=10,
                embedding_version="v7", loss="sampled", negatives=5, whiten_text=True,
-               repeat_bias=True, id_dropout=0.5, block="sasrec")
+               repeat_bias=True, id_dropout=0.5, block="sasrec", positions="relative")
     model = SeqRec(cfg, TextTable(torch.randn(40, 10), "v7"))
     sampled = []
     monkeypatch.setattr(torch, "randint", record(torch.randint, sampled))
     model(torch.tensor([[1, 2, 3]]), torch.tensor([[2, 3, 4]]))
     seen = {
         "num_items": model.item_id.num_embeddings == 41 and model.item_text.shape[0] == 41,
-        "max_len": model.pos.num_embeddings == 6,
+        "max_len": model.distance_bias.shape[1] == 6,
         "hidden": model.ln_f.normalized_shape == (24,),
         "layers": len(model.blocks) == 3,
         "heads": all(b.attn.heads == 4 for b in model.blocks),
@@ -143,6 +143,7 @@ def test_every_config_field_reaches_the_model(monkeypatch):
         "repeat_bias": isinstance(model.repeat_bias, torch.nn.Parameter),
         "id_dropout": 0 < dropped_id_rows(model) < 41,
         "block": all(b.mlp[0].out_features == 24 and b.sasrec for b in model.blocks),
+        "positions": model.distance_bias.shape == (4, 6) and not hasattr(model, "pos"),
     }
     assert set(seen) == {f.name for f in fields(ModelConfig)}
     assert all(seen.values()), seen
@@ -150,6 +151,21 @@ def test_every_config_field_reaches_the_model(monkeypatch):
     assert not hasattr(SeqRec(tiny(item_repr="text"), text_table(tiny())), "item_id")
     plain = SeqRec(tiny(), text_table(tiny()))
     assert not hasattr(plain, "text_whitening") and not hasattr(plain, "repeat_bias")
+    assert plain.pos.num_embeddings == 8 and not hasattr(plain, "distance_bias")
+
+
+@pytest.mark.parametrize("positions", ["absolute", "relative"])
+def test_relative_positions_read_a_prefix_as_the_whole_history_it_would_be(positions):
+    torch.manual_seed(0)
+    model = SeqRec(tiny(item_repr="id", text_dim=0, positions=positions)).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # no bias at zero, so distances matter
+            p.add_(torch.randn_like(p) * 0.1)
+    window = torch.tensor([[0, 3, 7, 9, 11, 4, 5, 6]])
+    prefix = torch.tensor([[0, 0, 0, 0, 3, 7, 9, 11]])  # the window up to item 11, padded
+    inside = model.encode(window)[0, 4]  # after item 11 within the window
+    alone = model.encode(prefix)[0, -1]
+    assert torch.allclose(inside, alone, atol=1e-5) == (positions == "relative")
 
 
 def dropped_id_rows(model: SeqRec) -> int:

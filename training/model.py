@@ -17,6 +17,7 @@ from torch import nn
 ITEM_REPRS = ("id", "text", "hybrid")
 LOSSES = ("ce", "sampled")
 BLOCKS = ("prenorm", "sasrec")
+POSITIONS = ("absolute", "relative")
 
 
 class EmbeddingVersionError(ValueError):
@@ -51,12 +52,18 @@ class ModelConfig:
     repeat_bias: bool  # learn how much more (or less) likely an item already seen is
     id_dropout: float  # hybrid: share of items whose ID row is left out in a training step
     block: str  # "prenorm" or "sasrec": how a transformer block is wired (see Block)
+    positions: str  # "absolute": a learned embedding per position counted back from the end of
+    # the window, added to the input; "relative": a learned attention bias per distance from
+    # query to key, so what the model makes of a history does not depend on where in a
+    # training window it ends (each prefix is scored as a whole history is at inference)
 
     def __post_init__(self) -> None:
         if self.item_repr not in ITEM_REPRS:
             raise ValueError(f"item_repr must be one of {ITEM_REPRS}, got {self.item_repr!r}")
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.negatives < 1:
@@ -176,9 +183,12 @@ class SeqRec(nn.Module):
             share = torch.full((n,), 1.0 / cfg.num_items, dtype=torch.float64)
             share[0] = 0.0
             self.register_buffer("target_share", share, persistent=False)
-        self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
-        if cfg.block == "sasrec":  # as SASRec's reference code starts them: about the scale
-            nn.init.xavier_normal_(self.pos.weight)  # of an item row times sqrt(hidden)
+        if cfg.positions == "absolute":
+            self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
+            if cfg.block == "sasrec":  # as SASRec's reference code starts them: about the
+                nn.init.xavier_normal_(self.pos.weight)  # scale of an item row times sqrt(hidden)
+        else:  # one bias per head and distance, shared by the blocks
+            self.distance_bias = nn.Parameter(torch.zeros(cfg.heads, cfg.max_len))
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.hidden)
@@ -218,15 +228,20 @@ class SeqRec(nn.Module):
         B, T = seq.shape
         items = self.item_embeddings() if items is None else items
         valid = seq > 0  # (B, T)
-        # positions count back from the most recent item: the last column is position 0
-        pos = torch.arange(T - 1, -1, -1, device=seq.device)  # (T,)
-        x = self.drop(items[seq] * self.cfg.hidden**0.5 + self.pos(pos))  # (B, T, C)
-        x = x * valid.unsqueeze(-1)
+        x = items[seq] * self.cfg.hidden**0.5  # (B, T, C)
+        if self.cfg.positions == "absolute":
+            # positions count back from the most recent item: the last column is position 0
+            x = x + self.pos(torch.arange(T - 1, -1, -1, device=seq.device))
+        x = self.drop(x) * valid.unsqueeze(-1)
         causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).tril()  # (T, T)
         eye = torch.eye(T, dtype=torch.bool, device=seq.device)
         # a padded position attends to itself only, so no attention row is empty
-        mask = (causal & valid.unsqueeze(1)) | eye  # (B, T, T)
-        mask = mask.unsqueeze(1)  # (B, 1, T, T)
+        mask = ((causal & valid.unsqueeze(1)) | eye).unsqueeze(1)  # (B, 1, T, T)
+        if self.cfg.positions == "relative":
+            at = torch.arange(T, device=seq.device)
+            distance = (at.unsqueeze(1) - at).clamp(min=0)  # (T, T): query minus key
+            bias = self.distance_bias[:, distance]  # (nh, T, T)
+            mask = bias.masked_fill(~mask, float("-inf"))  # (B, nh, T, T)
         for i, block in enumerate(self.blocks):
             x = block(x, mask, last_only and i == len(self.blocks) - 1)
         return self.ln_f(x)

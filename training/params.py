@@ -41,6 +41,9 @@ class RetrainParams(BaseModel):
         None, description="Transformer block: GPT-2's pre-norm, or SASRec's own wiring (keys "
                           "from the raw stream, feed-forward of width hidden)"
                           + by_representation("block"))
+    positions: Literal["absolute", "relative"] = Field(
+        "absolute", description="Order as a learned embedding per position from the end of the "
+                                "window, or as a learned attention bias per distance")
     dropout: float | None = Field(None, ge=0, lt=1, description="Dropout in every block"
                                   + by_representation("dropout"))
     loss: Literal["ce", "sampled"] = Field(
@@ -96,7 +99,8 @@ class RetrainParams(BaseModel):
             embedding_version=text.version if uses_text and text is not None else "",
             loss=self.loss, negatives=self.negatives, whiten_text=self.whiten_text and uses_text,
             repeat_bias=self.repeat_bias,
-            id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=own.block)
+            id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=own.block,
+            positions=self.positions)
 
     def training(self, progress: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
