@@ -68,18 +68,18 @@ def test_served_scores_are_the_models_own_for_every_history_length(bundle):
         assert torch.allclose(served, expected.sort(descending=True).values, atol=1e-5)
 
 
-def test_a_bundle_saved_before_blocks_had_a_choice_serves_its_pre_norm_model(tmp_path):
+def test_a_bundle_saved_before_blocks_and_positions_had_a_choice_serves_its_model(tmp_path):
     torch.manual_seed(4)
     model = SeqRec(model_config(num_items=5, max_len=4, hidden=8, layers=1, block="prenorm"))
     path = tmp_path / "old.pt"
     save_bundle(path, model.eval(), ItemIndex.from_items([101, 102, 103, 104, 105]),
                 ["A", "B", "C", "D", "E"], np.array([0, 5, 4, 3, 2, 1]), "v")
     saved = torch.load(path, weights_only=True)
-    del saved["config"]["block"]  # as written before the field existed
+    del saved["config"]["block"], saved["config"]["positions"]  # as written before the fields
     torch.save(saved, path)
     rec = Recommender()
     rec.load(path)
-    assert rec.model.cfg.block == "prenorm"
+    assert (rec.model.cfg.block, rec.model.cfg.positions) == ("prenorm", "absolute")
     seq = torch.tensor([[0, 1, 3, 2]])
     torch.testing.assert_close(rec.model.score_next(seq), model.score_next(seq))
 
