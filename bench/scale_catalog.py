@@ -50,7 +50,7 @@ def measure(items: int, loss: str, users: int, steps: int, cap_gib: float, out) 
     params = RetrainParams(item_repr="id", loss=loss)
     try:
         sequences = zipf_sequences(users, items)
-        model = SeqRec(params.model(items, None))
+        model = SeqRec(params.model(items, None, sequences))
         if loss == "sampled":
             counts = torch.from_numpy(popularity(sequences, items)).double()
             model.target_share.copy_(counts / counts.sum())

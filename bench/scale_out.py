@@ -458,7 +458,8 @@ def ddp_worker(data: Path, out: Path, epochs: int) -> None:
     params = RetrainParams(item_repr="id", dropout=0.0, repeat_bias=False, epochs=epochs,
                            patience=epochs, lr=3e-3)
     started = time.perf_counter()
-    result = train_model(split, params.model(len(index), None), params.training(progress=False))
+    result = train_model(split, params.model(len(index), None, split.train),
+                         params.training(progress=False))
     seconds = time.perf_counter() - started
     world = dist.get_world_size() if dist.is_initialized() else 1
     if not dist.is_initialized() or dist.get_rank() == 0:

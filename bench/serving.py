@@ -110,10 +110,11 @@ def scientific_bundle(path: Path, seed: int) -> tuple[ItemIndex, ModelConfig, Ca
     interactions, items = read_recbole_split(DATA, "Scientific")
     index = ItemIndex.from_items(items["item_id"])
     titles = items.set_index("item_id").loc[index.item_ids, "text"].tolist()
-    counts = popularity(user_sequences(interactions, index), len(index))
+    sequences = user_sequences(interactions, index)
+    counts = popularity(sequences, len(index))
     torch.manual_seed(seed)
     text = TextTable(torch.randn(len(index), 384), EMBEDDING_VERSION)
-    cfg = RetrainParams(max_len=HISTORY).model(len(index), text)
+    cfg = RetrainParams(max_len=HISTORY).model(len(index), text, sequences)
     model = SeqRec(cfg, text)
     save_bundle(path, model, index, titles, counts, EMBEDDING_VERSION)
     return index, cfg, lambda config, example: log_recommender(

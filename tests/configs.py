@@ -10,7 +10,7 @@ from training.train import TrainConfig
 def model_config(num_items: int, **fields) -> ModelConfig:
     """An ID-only model of RetrainParams' defaults, without its optional parts (repeat bias),
     changed by `fields` (item_repr, text_dim, ... as ModelConfig names them)."""
-    return replace(RetrainParams(item_repr="id", repeat_bias=False).model(num_items, None),
+    return replace(RetrainParams(item_repr="id", repeat_bias=False).model(num_items, None, []),
                    **fields)
 
 

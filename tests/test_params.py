@@ -1,6 +1,7 @@
 """One source of settings: every RetrainParams field reaches what it configures, and every
 field is a command-line option with its help and its default."""
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -9,6 +10,7 @@ from llmseqrec.cli import app
 from serving.gate import Gate
 from training.model import TextTable
 from training.params import ID_ONLY, WITH_TEXT, RetrainParams
+from training.sequences import cut_share, training_windows
 
 TEXT = TextTable(torch.zeros(10, 4), "v1")
 CHANGED = {"item_repr": "text", "max_len": 7, "hidden": 32, "layers": 3, "heads": 2,
@@ -20,7 +22,7 @@ CHANGED = {"item_repr": "text", "max_len": 7, "hidden": 32, "layers": 3, "heads"
 
 
 def built(params: RetrainParams) -> tuple:
-    return params.model(10, TEXT), params.training(), Gate.of(params)
+    return params.model(10, TEXT, []), params.training(), Gate.of(params)
 
 
 @pytest.mark.parametrize("name", sorted(CHANGED))
@@ -33,9 +35,9 @@ def test_the_settings_above_are_all_of_them():
 
 
 def test_whitening_and_id_dropout_are_recorded_only_where_they_act():
-    cfg = RetrainParams(item_repr="id").model(10, None)
+    cfg = RetrainParams(item_repr="id").model(10, None, [])
     assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim) == (False, 0.0, 0)
-    cfg = RetrainParams(item_repr="text").model(10, TEXT)
+    cfg = RetrainParams(item_repr="text").model(10, TEXT, [])
     assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim) == (True, 0.0, 4)
 
 
@@ -45,11 +47,32 @@ def test_a_setting_left_unset_takes_its_representations_default_and_a_given_one_
         item_repr, own):
     text = None if item_repr == "id" else TEXT
     params = RetrainParams(item_repr=item_repr)
-    cfg = params.model(10, text)
+    cfg = params.model(10, text, [])
     assert (cfg.block, cfg.dropout) == (own["block"], own["dropout"])
     assert params.resolved().model_dump() == params.model_dump() | own
-    cfg = RetrainParams(item_repr=item_repr, block="sasrec", dropout=0.0).model(10, text)
+    cfg = RetrainParams(item_repr=item_repr, block="sasrec", dropout=0.0).model(10, text, [])
     assert (cfg.block, cfg.dropout) == ("sasrec", 0.0)
+
+
+def test_cut_share_counts_the_targets_of_every_window_but_each_users_last():
+    rng = np.random.default_rng(0)
+    train = [np.arange(1, n + 1) for n in rng.integers(0, 40, size=50)]
+    windows = training_windows(train, 7)
+    last = sum(len(training_windows([s], 7)[0]) - 1 for s in train if len(s) > 1)
+    assert cut_share(train, 7) == pytest.approx(1 - last / sum(len(w) - 1 for w in windows))
+    assert cut_share([np.arange(1, 9)], 7) == 0.0 and cut_share([], 7) == 0.0
+
+
+@pytest.mark.parametrize("lengths, positions", [((30,), "relative"), ((4, 6, 30), "relative"),
+                                                ((9,), "absolute"), ((4, 6, 8), "absolute")])
+def test_auto_positions_are_relative_when_most_targets_lie_in_cut_windows(lengths, positions):
+    train = [np.arange(1, n + 1) for n in lengths]  # windows of 6 items: 5 targets each
+    def chosen(**given) -> str:
+        return RetrainParams(item_repr="id", max_len=5, **given).model(40, None, train).positions
+
+    assert chosen() == positions
+    other = "absolute" if positions == "relative" else "relative"
+    assert chosen(positions=other) == other  # a given one wins
 
 
 def test_every_setting_is_an_option_of_run_with_its_help():

@@ -64,6 +64,7 @@ def test_flow_run_registers_a_champion(pipeline_run):
     assert params["item_repr"] == "hybrid" and params["hidden"] == "16"
     # the defaults by representation as they were trained, not "None"
     assert (params["block"], params["dropout"]) == (WITH_TEXT["block"], str(WITH_TEXT["dropout"]))
+    assert params["positions"] in ("absolute", "relative")  # what auto chose for this data
 
 
 def test_bad_rows_are_quarantined_and_never_reach_training(pipeline_run):

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.model import ModelConfig, TextTable
+from training.sequences import cut_share
 from training.train import TrainConfig
 
 # The settings whose best value depends on whether the model reads item text: a field left at
@@ -18,6 +20,12 @@ from training.train import TrainConfig
 # text rows and learns at half the pace under that much dropout.
 ID_ONLY = {"block": "sasrec", "dropout": 0.6}
 WITH_TEXT = {"block": "prenorm", "dropout": 0.2}  # text and hybrid
+
+# positions="auto" reads order by distance (relative) when more than this share of the training
+# targets lies in windows cut from long histories, where a position counted from a window's end
+# says nothing of how recent an item is; else by position from the end (absolute). Measured:
+# docs/benchmarks.md, "Positions chosen from the data".
+RELATIVE_ABOVE_CUT_SHARE = 0.5
 
 
 def by_representation(name: str) -> str:
@@ -41,9 +49,11 @@ class RetrainParams(BaseModel):
         None, description="Transformer block: GPT-2's pre-norm, or SASRec's own wiring (keys "
                           "from the raw stream, feed-forward of width hidden)"
                           + by_representation("block"))
-    positions: Literal["absolute", "relative"] = Field(
-        "absolute", description="Order as a learned embedding per position from the end of the "
-                                "window, or as a learned attention bias per distance")
+    positions: Literal["auto", "absolute", "relative"] = Field(
+        "auto", description="Order as a learned embedding per position from the end of the "
+                            "window, or as a learned attention bias per distance; auto: "
+                            "relative when most training targets lie in windows cut from "
+                            "histories longer than max_len")
     dropout: float | None = Field(None, ge=0, lt=1, description="Dropout in every block"
                                   + by_representation("dropout"))
     loss: Literal["ce", "sampled"] = Field(
@@ -86,10 +96,18 @@ class RetrainParams(BaseModel):
         given = {k: v for k, v in kind.items() if getattr(self, k) is None}
         return self.model_copy(update=given)
 
-    def model(self, num_items: int, text: TextTable | None) -> ModelConfig:
+    def positions_for(self, train: list[np.ndarray]) -> str:
+        """The positions the model trained on the sequences `train` reads: auto decided."""
+        if self.positions != "auto":
+            return self.positions
+        cut = cut_share(train, self.max_len) > RELATIVE_ABOVE_CUT_SHARE
+        return "relative" if cut else "absolute"
+
+    def model(self, num_items: int, text: TextTable | None, train: list[np.ndarray]
+              ) -> ModelConfig:
         """The model's shape over `num_items` items and the LLM embeddings `text` (None for
-        `id`); whitening and ID-row dropout only where they act, so a recorded config names
-        only what the model does."""
+        `id`), to be trained on the sequences `train`; whitening and ID-row dropout only where
+        they act, so a recorded config names only what the model does."""
         uses_text = self.item_repr != "id"
         own = self.resolved()
         return ModelConfig(
@@ -100,7 +118,7 @@ class RetrainParams(BaseModel):
             loss=self.loss, negatives=self.negatives, whiten_text=self.whiten_text and uses_text,
             repeat_bias=self.repeat_bias,
             id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=own.block,
-            positions=self.positions)
+            positions=self.positions_for(train))
 
     def training(self, progress: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,

@@ -92,7 +92,7 @@ def fit(interactions: pd.DataFrame, items, text: TextTable | None, params: Retra
         raise NothingToTrain("no user has 3 or more interactions: nothing to train on")
     if params.item_repr != "id" and text is None:
         raise NothingToTrain(f"item_repr={params.item_repr!r} needs item text embeddings")
-    cfg = params.model(len(index), text)
+    cfg = params.model(len(index), text, split.train)
     init, start = champion_start(champion if params.warm_start else None, cfg, index)
     result = train_model(split, cfg, params.training(progress),
                          text if params.item_repr != "id" else None,

@@ -72,6 +72,15 @@ def training_windows(train: list[np.ndarray], max_len: int) -> list[np.ndarray]:
     return windows
 
 
+def cut_share(train: list[np.ndarray], max_len: int) -> float:
+    """Share of the training targets in windows cut from before a user's most recent
+    max_len + 1 items (training_windows): 0 when every history fits one window."""
+    lengths = np.array([len(s) for s in train], dtype=np.int64)
+    targets = np.clip(lengths - 1, 0, None).sum()
+    in_last = np.clip(np.minimum(lengths, max_len + 1) - 1, 0, None).sum()
+    return float(1 - in_last / targets) if targets else 0.0
+
+
 def pad_left(seqs: list[np.ndarray], max_len: int) -> torch.Tensor:
     """Left-pad the last max_len items of each sequence to the longest one: (B, T)."""
     T = max(1, min(max_len, max(len(s) for s in seqs)))
