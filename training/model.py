@@ -233,14 +233,13 @@ class SeqRec(nn.Module):
             # positions count back from the most recent item: the last column is position 0
             x = x + self.pos(torch.arange(T - 1, -1, -1, device=seq.device))
         x = self.drop(x) * valid.unsqueeze(-1)
-        causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).tril()  # (T, T)
-        eye = torch.eye(T, dtype=torch.bool, device=seq.device)
+        at = torch.arange(T, device=seq.device)
+        distance = at.unsqueeze(1) - at  # (T, T): query minus key; causal where >= 0
         # a padded position attends to itself only, so no attention row is empty
-        mask = ((causal & valid.unsqueeze(1)) | eye).unsqueeze(1)  # (B, 1, T, T)
+        mask = ((distance >= 0) & valid.unsqueeze(1)) | (distance == 0)  # (B, T, T)
+        mask = mask.unsqueeze(1)  # (B, 1, T, T)
         if self.cfg.positions == "relative":
-            at = torch.arange(T, device=seq.device)
-            distance = (at.unsqueeze(1) - at).clamp(min=0)  # (T, T): query minus key
-            bias = self.distance_bias[:, distance]  # (nh, T, T)
+            bias = self.distance_bias[:, distance.clamp(min=0)]  # (nh, T, T)
             mask = bias.masked_fill(~mask, float("-inf"))  # (B, nh, T, T)
         for i, block in enumerate(self.blocks):
             x = block(x, mask, last_only and i == len(self.blocks) - 1)
