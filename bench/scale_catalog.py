@@ -46,6 +46,9 @@ def measure(items: int, loss: str, users: int, steps: int, cap_gib: float, out) 
     from training.model import SeqRec
     from training.params import RetrainParams
     from training.sequences import length_batches, pad_left, popularity
+    from training.train import keep_freed_memory
+
+    keep_freed_memory()  # as training does
 
     params = RetrainParams(item_repr="id", loss=loss)
     try:

@@ -106,7 +106,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
             scores[torch.from_numpy(known)] = float("-inf")
         elif source == "model" and self.model.cfg.repeat_bias:  # the rest of `score_next`
             with torch.no_grad():
-                scores += self.model.repeat_shift(torch.from_numpy(padded))[0]
+                self.model.shift_repeats_(scores.unsqueeze(0), torch.from_numpy(padded))
         top = self.top(scores, query.k)
         because = (self.explain(torch.from_numpy(tail).unsqueeze(0), [m for m, _ in top])
                    if query.explain and source == "model" else None)

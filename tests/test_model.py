@@ -294,5 +294,44 @@ def test_sampled_candidates_and_their_correction_by_hand(monkeypatch):
                 math.log(1 - 0.9**3 * uniform_miss)]
     torch.testing.assert_close(log_q[:3], torch.tensor(expected))
     histories = torch.tensor([[0, 3, 9, 9], [0, 0, 2, 20]])  # item 2 is no candidate
-    torch.testing.assert_close(model.repeat_shift(histories, candidates),
-                               model.repeat_shift(histories)[:, candidates])
+    with torch.no_grad():
+        model.repeat_bias.fill_(0.7)
+        only = model.shift_repeats_(torch.zeros(2, len(candidates)), histories, candidates)
+        every = model.shift_repeats_(torch.zeros(2, 31), histories)
+    torch.testing.assert_close(only, every[:, candidates])
+    # 9 held twice, shifted once
+    torch.testing.assert_close(only, torch.tensor([[0, 0.7, 0, 0.7, 0], [0, 0, 0, 0, 0.7]]))
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled"])
+def test_repeat_bias_learns_from_the_seen_items_of_each_target(loss):
+    cfg = tiny(repeat_bias=True, loss=loss, negatives=100)  # sampled: every item a candidate
+    model = SeqRec(cfg, text_table(cfg)).eval()
+    with torch.no_grad():
+        model.repeat_bias.fill_(0.8)
+    seq, targets = torch.tensor([[0, 4, 5, 4, 6]]), torch.tensor([[4, 5, 4, 6, 5]])
+    model(seq, targets).sum().backward()
+    # by hand: d loss / d bias = probability mass on the seen items - [target seen], per target
+    with torch.no_grad():
+        h = model.encode(seq)[0, 1:]  # the four targets with a history
+        seen = torch.zeros(4, cfg.num_items + 1)
+        for t in range(4):
+            seen[t, seq[0, 1 : t + 2]] = 1.0
+        probs = (h @ model.item_embeddings().T + 0.8 * seen)[:, 1:].softmax(1)  # (4, n)
+        expected = (probs * seen[:, 1:]).sum() - seen[torch.arange(4), targets[0, 1:]].sum()
+    torch.testing.assert_close(model.repeat_bias.grad, expected)
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled"])
+def test_the_loss_under_bf16_autocast_as_on_a_gpu(loss):
+    cfg = tiny(repeat_bias=True, loss=loss, negatives=100)  # sampled: every item a candidate
+    model = SeqRec(cfg, text_table(cfg))
+    with torch.no_grad():
+        model.repeat_bias.fill_(0.8)
+    batch = torch.randint(1, 31, (4, 9))
+    exact = model(batch[:, :-1], batch[:, 1:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what training does on CUDA
+        low = model(batch[:, :-1], batch[:, 1:])
+    low.sum().backward()
+    assert low.dtype == torch.float32 and model.repeat_bias.grad is not None
+    torch.testing.assert_close(low, exact, atol=0.1, rtol=0.05)

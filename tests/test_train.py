@@ -141,3 +141,29 @@ def test_dropout_rises_from_zero_to_its_rate_over_the_warm_up_steps(monkeypatch)
     # one rate before each of the first 5 optimizer steps (of about 9), then the returned model's
     assert rates == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.5])
     assert result.model.drop.p == 0.5  # the model as its config says, whatever epoch was best
+
+
+FAULTS = """
+import resource, torch
+from training.train import keep_freed_memory
+
+def faults_of_a_fresh_matrix():  # minor page faults to fill a 256 MiB tensor, the last one freed
+    torch.empty(2**26).fill_(1.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(2**26).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+print(faults_of_a_fresh_matrix(), end=" ")
+keep_freed_memory()
+faults_of_a_fresh_matrix()  # the heap grows to hold the first one
+print(faults_of_a_fresh_matrix())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
+def test_a_freed_matrix_is_reused_not_faulted_in_again():
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[1]).stdout
+    unmapped, kept = map(int, out.split())
+    assert unmapped > 2**26 * 4 // 4096 // 2  # each 4 KiB page of the new block faulted in
+    assert kept < 1000

@@ -261,12 +261,13 @@ class SeqRec(nn.Module):
         if self.cfg.loss == "ce":
             logits = h @ items[1:].T  # (M, num_items): padding is never a candidate
             if prefixes is not None:
-                logits = logits + self.repeat_shift(prefixes)[:, 1:]
+                every = torch.arange(1, self.cfg.num_items + 1, device=seq.device)
+                self.shift_repeats_(logits, prefixes, every)
             return next_item_loss(logits, targets)
         candidates, log_q = self.sampled_candidates(targets)
         logits = h @ items[candidates].T - log_q  # (M, K)
         if prefixes is not None:
-            logits = logits + self.repeat_shift(prefixes, candidates)
+            self.shift_repeats_(logits, prefixes, candidates)
         return F.cross_entropy(logits.float(), torch.searchsorted(candidates, targets),
                                reduction="none")
 
@@ -286,21 +287,22 @@ class SeqRec(nn.Module):
         missed = (1 - self.target_share[candidates]) ** len(targets) * (1 - 1 / n) ** draws
         return candidates, torch.log1p(-missed).float()
 
-    def repeat_shift(self, histories: torch.Tensor, candidates: torch.Tensor | None = None
-                     ) -> torch.Tensor:
-        """The learned score shift of every item each history holds, 0 for the others:
-        (R, T) -> (R, n); or of the sorted `candidates` (K,) alone: (R, K)."""
+    def shift_repeats_(self, scores: torch.Tensor, histories: torch.Tensor,
+                       candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """Add the learned shift, in place, to the score of every item each history holds
+        (once, however often it holds it): scores (R, n + 1) of every item, column 0 padding,
+        or (R, K) of the sorted `candidates` (K,); histories (R, T). Touches R x T scores,
+        never the whole (R, K) matrix. Returns `scores`."""
         if candidates is None:
-            seen = torch.zeros(histories.shape[0], self.cfg.num_items + 1,
-                               device=histories.device)
-            seen.scatter_(1, histories, 1.0)
-            seen[:, 0] = 0.0  # padding
-            return seen * self.repeat_bias
-        at = torch.searchsorted(candidates, histories).clamp(max=len(candidates) - 1)  # (R, T)
-        held = (candidates[at] == histories) & (histories > 0)
-        seen = torch.zeros(histories.shape[0], len(candidates), device=histories.device)
-        seen.scatter_reduce_(1, at, held.float(), reduce="amax")  # a miss points anywhere
-        return seen * self.repeat_bias
+            columns, held = histories, histories > 0
+        else:
+            columns = torch.searchsorted(candidates, histories).clamp(max=len(candidates) - 1)
+            held = (candidates[columns] == histories) & (histories > 0)
+        rows = torch.arange(len(histories), device=histories.device).unsqueeze(1)  # (R, 1)
+        K = scores.shape[1]
+        at = torch.unique((rows * K + columns)[held])  # each (row, column) pair once
+        shift = self.repeat_bias.to(scores.dtype).expand(len(at))  # bf16 scores on a GPU
+        return scores.index_put_((at // K, at % K), shift, accumulate=True)
 
     @torch.no_grad()
     def score_next(self, seq: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
@@ -308,7 +310,7 @@ class SeqRec(nn.Module):
         Column 0 (padding) scores -inf. `items`: `item_embeddings()`, when computed already."""
         scores = self.state_scores(seq, items)
         if self.cfg.repeat_bias:
-            scores += self.repeat_shift(seq[:, -self.cfg.max_len :])
+            self.shift_repeats_(scores, seq[:, -self.cfg.max_len :])
         return scores
 
     def state_scores(self, seq: torch.Tensor, items: torch.Tensor | None = None
