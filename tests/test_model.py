@@ -204,6 +204,13 @@ def test_whitening_is_saved_with_the_weights():
     torch.testing.assert_close(grown.text_whitening, model.text_whitening)
 
 
+def test_the_adapter_reads_the_whitened_text():
+    cfg = tiny(item_repr="text", whiten_text=True)
+    model = SeqRec(cfg, text_table(cfg))
+    white = (model.item_text - model.text_mean) @ model.text_whitening  # (n + 1, text_dim)
+    torch.testing.assert_close(model.item_embeddings(), model.text_adapter(white))
+
+
 @pytest.mark.parametrize("loss", ["ce", "sampled"])
 def test_repeat_bias_shifts_the_items_seen_up_to_each_position(loss):
     cfg = tiny(repeat_bias=True, loss=loss, negatives=40)
