@@ -213,12 +213,12 @@ class SeqRec(nn.Module):
                 ids = ids * keep / (1 - self.cfg.id_dropout)
             parts.append(ids)
         if self.cfg.item_repr != "id":
-            first, *rest = self.text_adapter
+            first = self.text_adapter[0]
             weight, bias = first.weight, first.bias  # (hidden, text_dim), (hidden,)
             if self.cfg.whiten_text:  # the adapter of (text - mean) @ whitening, folded into
                 weight = weight @ self.text_whitening.T  # its first layer: a (hidden x D)
                 bias = bias - weight @ self.text_mean  # product, not an (n x D x D) one
-            parts.append(nn.Sequential(*rest)(F.linear(self.item_text, weight, bias)))
+            parts.append(self.text_adapter[1:](F.linear(self.item_text, weight, bias)))
         return torch.stack(parts).sum(0)
 
     def encode(self, seq: torch.Tensor, items: torch.Tensor | None = None,

@@ -70,8 +70,8 @@ def keep_freed_memory() -> None:
     """On glibc, keep the memory of freed tensors in the process for the next ones. glibc
     maps each large block (over 32 MiB at most) from the kernel and unmaps it when freed, so
     the (targets x catalog) matrices of every training step were page-faulted in afresh:
-    about a third of a CPU epoch (docs/benchmarks.md, "Epoch time"). The process then holds
-    on to its peak memory until it exits. Elsewhere a no-op."""
+    30-45% of a CPU epoch (docs/benchmarks.md, "Epoch time"). The process then holds on to
+    its peak memory until it exits. Elsewhere a no-op."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
