@@ -71,7 +71,8 @@ def keep_freed_memory() -> None:
     maps each large block (over 32 MiB at most) from the kernel and unmaps it when freed, so
     the (targets x catalog) matrices of every training step were page-faulted in afresh:
     30-45% of a CPU epoch (docs/benchmarks.md, "Epoch time"). The process then holds on to
-    its peak memory until it exits. Elsewhere a no-op."""
+    its peak memory until it exits, a higher peak where those matrices are large (twice for
+    a full softmax over 10^5 items: "Large catalogs"). Elsewhere a no-op."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
