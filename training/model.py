@@ -263,8 +263,7 @@ class SeqRec(nn.Module):
         if self.cfg.loss == "ce":
             logits = h @ items[1:].T  # (M, num_items): padding is never a candidate
             if prefixes is not None:
-                every = torch.arange(1, self.cfg.num_items + 1, device=seq.device)
-                self.shift_repeats_(logits, prefixes, every)
+                self.shift_repeats_(logits, prefixes, first=1)
             return next_item_loss(logits, targets)
         candidates, log_q = self.sampled_candidates(targets)
         logits = h @ items[candidates].T - log_q  # (M, K)
@@ -290,13 +289,14 @@ class SeqRec(nn.Module):
         return candidates, torch.log1p(-missed).float()
 
     def shift_repeats_(self, scores: torch.Tensor, histories: torch.Tensor,
-                       candidates: torch.Tensor | None = None) -> torch.Tensor:
+                       candidates: torch.Tensor | None = None, first: int = 0) -> torch.Tensor:
         """Add the learned shift, in place, to the score of every item each history holds
-        (once, however often it holds it): scores (R, n + 1) of every item, column 0 padding,
-        or (R, K) of the sorted `candidates` (K,); histories (R, T). Touches R x T scores,
-        never the whole (R, K) matrix. Returns `scores`."""
+        (once, however often it holds it): scores (R, n + 1 - first) of the items first..n
+        (column 0 padding when first is 0), or (R, K) of the sorted `candidates` (K,);
+        histories (R, T). Touches R x T scores, never the whole (R, K) matrix. Returns
+        `scores`."""
         if candidates is None:
-            columns, held = histories, histories > 0
+            columns, held = histories - first, histories > 0
         else:
             columns = torch.searchsorted(candidates, histories).clamp(max=len(candidates) - 1)
             held = (candidates[columns] == histories) & (histories > 0)
