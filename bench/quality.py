@@ -104,7 +104,7 @@ def train_and_test(interactions: pd.DataFrame, items, text: TextTable | None,
             "valid_ndcg_at_10": result.history[result.best_epoch - 1]["valid_ndcg_at_10"],
             "valid_curve": [round(r["valid_ndcg_at_10"], 5) for r in result.history],
             "epoch_seconds": [round(t, 2) for t in epoch_seconds],
-            "params": params.resolved().model_dump() | {"positions": fitted.model.cfg.positions},
+            "params": params.resolved(fitted.split.train).model_dump(),
             **compared["model"]}, compared["popularity"]
 
 

@@ -106,7 +106,7 @@ def main() -> None:
         "protocol": "leave-one-out, full ranking, seen items not filtered (RecBole's); "
                     "seconds are training plus validation of every epoch through the one "
                     "counted, each side on its own threads, both started together",
-        "max_users": args.max_users, "params": params.resolved().model_dump(),
+        "max_users": args.max_users, "params": params.resolved(fitted.split.train).model_dump(),
         "recbole": {k: theirs[k] for k in ("settings", "best_epoch", "seconds_to_best",
                                            "mean_epoch_seconds", "test")},
         "recbole_best_test_ndcg_at_10": target,

@@ -113,9 +113,8 @@ def register(stores: Stores, items: pd.DataFrame, text: TextTable | None, fitted
     check_tracking(stores.tracking_uri)
     use_experiment(stores.tracking_uri, stores.artifact_location)
     cfg = fitted.model.cfg
-    logged = params.resolved().model_dump() | {
-        "text_dim": cfg.text_dim, "id_dropout": cfg.id_dropout, "whiten_text": cfg.whiten_text,
-        "positions": cfg.positions}
+    logged = params.resolved(fitted.split.train).model_dump() | {
+        "text_dim": cfg.text_dim, "id_dropout": cfg.id_dropout, "whiten_text": cfg.whiten_text}
     batches = stores.ledger.all().query("status == 'accepted'")
     data = {k: int(batches[k].sum()) for k in ("rows_in", "rows_accepted", "rows_quarantined")}
     titles = items.set_index("item_id").loc[fitted.index.item_ids, "title"].tolist()

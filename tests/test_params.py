@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from llmseqrec.cli import app
 from serving.gate import Gate
 from training.model import TextTable
-from training.params import ID_ONLY, WITH_TEXT, RetrainParams
+from training.params import ID_ONLY, ID_ONLY_LONG, WITH_TEXT, RetrainParams
 from training.sequences import cut_share, training_windows
 
 TEXT = TextTable(torch.zeros(10, 4), "v1")
@@ -63,16 +63,22 @@ def test_cut_share_counts_the_targets_of_every_window_but_each_users_last():
     assert cut_share([np.arange(1, 9)], 7) == 0.0 and cut_share([], 7) == 0.0
 
 
-@pytest.mark.parametrize("lengths, positions", [((30,), "relative"), ((4, 6, 30), "relative"),
-                                                ((9,), "absolute"), ((4, 6, 8), "absolute")])
-def test_auto_positions_are_relative_when_most_targets_lie_in_cut_windows(lengths, positions):
+@pytest.mark.parametrize("lengths, long", [((30,), True), ((4, 6, 30), True), ((9,), False),
+                                           ((4, 6, 8), False)])
+def test_long_histories_are_read_by_distance_and_take_less_id_only_dropout(lengths, long):
     train = [np.arange(1, n + 1) for n in lengths]  # windows of 6 items: 5 targets each
-    def chosen(**given) -> str:
-        return RetrainParams(item_repr="id", max_len=5, **given).model(40, None, train).positions
+    def chosen(item_repr: str = "id", **given) -> tuple[str, float]:
+        params = RetrainParams(item_repr=item_repr, max_len=5, **given)
+        cfg = params.model(40, None if item_repr == "id" else TEXT, train)
+        recorded = params.resolved(train)
+        assert (recorded.positions, recorded.dropout) == (cfg.positions, cfg.dropout)
+        return cfg.positions, cfg.dropout
 
-    assert chosen() == positions
-    other = "absolute" if positions == "relative" else "relative"
-    assert chosen(positions=other) == other  # a given one wins
+    expected = ("relative", ID_ONLY_LONG["dropout"]) if long else ("absolute", ID_ONLY["dropout"])
+    assert chosen() == expected
+    assert chosen("hybrid")[1] == WITH_TEXT["dropout"]  # the fused model's, either way
+    other = "absolute" if long else "relative"
+    assert chosen(positions=other, dropout=0.1) == (other, 0.1)  # given ones win
 
 
 def test_every_setting_is_an_option_of_run_with_its_help():

@@ -18,19 +18,24 @@ from training.train import TrainConfig
 # representation"). The ID-only model has nothing but its ID rows to fit and overfits them
 # unless it is regularized as SASRec's reference is; the fused model generalizes through its
 # text rows and learns at half the pace under that much dropout.
-ID_ONLY = {"block": "sasrec", "dropout": 0.6}
+ID_ONLY = {"block": "sasrec", "dropout": 0.7}
 WITH_TEXT = {"block": "prenorm", "dropout": 0.2}  # text and hybrid
 
-# positions="auto" reads order by distance (relative) when more than this share of the training
-# targets lies in windows cut from long histories, where a position counted from a window's end
-# says nothing of how recent an item is; else by position from the end (absolute). Measured:
-# docs/benchmarks.md, "Positions chosen from the data".
-RELATIVE_ABOVE_CUT_SHARE = 0.5
+# Long histories: more than this share of the training targets lies in windows cut from
+# histories longer than max_len. There positions="auto" reads order by distance (relative),
+# since a position counted from a window's end says nothing of how recent an item is (else by
+# position from the end: absolute); and the ID-only model, on data this dense, takes less
+# dropout (ID_ONLY_LONG), as SASRec takes less on MovieLens than on the sparse Amazon sets.
+# Measured: docs/benchmarks.md, "Positions chosen from the data" and "Dropout by history
+# length".
+LONG_ABOVE_CUT_SHARE = 0.5
+ID_ONLY_LONG = {"dropout": 0.6}
 
 
 def by_representation(name: str) -> str:
     """The help text's note of the defaults of the setting `name`."""
-    return f"; default: {ID_ONLY[name]} for id, {WITH_TEXT[name]} with text"
+    long = f" ({ID_ONLY_LONG[name]} on long histories)" if name in ID_ONLY_LONG else ""
+    return f"; default: {ID_ONLY[name]} for id{long}, {WITH_TEXT[name]} with text"
 
 
 class RetrainParams(BaseModel):
@@ -89,19 +94,21 @@ class RetrainParams(BaseModel):
     slice_tolerance: float = Field(0.05, description="Relative tail/cold NDCG@10 loss allowed")
     p95_ms: float = Field(50.0, description="Latency budget of one in-process query (p95)")
 
-    def resolved(self) -> RetrainParams:
+    def resolved(self, train: list[np.ndarray] | None = None) -> RetrainParams:
         """These settings with every field left at None given its representation's value
-        (ID_ONLY or WITH_TEXT): what a run records and trains with."""
+        (ID_ONLY or WITH_TEXT) and, for the training sequences `train` when given, the values
+        their history lengths decide (ID_ONLY_LONG, positions "auto"): what a run records and
+        trains with."""
         kind = ID_ONLY if self.item_repr == "id" else WITH_TEXT
-        given = {k: v for k, v in kind.items() if getattr(self, k) is None}
+        given = {}
+        if train is not None:
+            long = cut_share(train, self.max_len) > LONG_ABOVE_CUT_SHARE
+            if long and self.item_repr == "id":
+                kind = kind | ID_ONLY_LONG
+            if self.positions == "auto":
+                given["positions"] = "relative" if long else "absolute"
+        given |= {k: v for k, v in kind.items() if getattr(self, k) is None}
         return self.model_copy(update=given)
-
-    def positions_for(self, train: list[np.ndarray]) -> str:
-        """The positions the model trained on the sequences `train` reads: auto decided."""
-        if self.positions != "auto":
-            return self.positions
-        cut = cut_share(train, self.max_len) > RELATIVE_ABOVE_CUT_SHARE
-        return "relative" if cut else "absolute"
 
     def model(self, num_items: int, text: TextTable | None, train: list[np.ndarray]
               ) -> ModelConfig:
@@ -109,7 +116,7 @@ class RetrainParams(BaseModel):
         `id`), to be trained on the sequences `train`; whitening and ID-row dropout only where
         they act, so a recorded config names only what the model does."""
         uses_text = self.item_repr != "id"
-        own = self.resolved()
+        own = self.resolved(train)
         return ModelConfig(
             num_items=num_items, max_len=self.max_len, hidden=self.hidden, layers=self.layers,
             heads=self.heads, dropout=own.dropout, item_repr=self.item_repr,
@@ -118,7 +125,7 @@ class RetrainParams(BaseModel):
             loss=self.loss, negatives=self.negatives, whiten_text=self.whiten_text and uses_text,
             repeat_bias=self.repeat_bias,
             id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=own.block,
-            positions=self.positions_for(train))
+            positions=own.positions)
 
     def training(self, progress: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
