@@ -27,7 +27,7 @@ def suggest(trial: optuna.Trial, base: RetrainParams) -> RetrainParams:
     size and, for `hybrid`, the ID-row dropout; `base` for everything else."""
     drawn = {
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.6),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.8),
         "weight_decay": trial.suggest_categorical("weight_decay", WEIGHT_DECAYS),
         "hidden": trial.suggest_categorical("hidden", HIDDEN),
         "layers": trial.suggest_int("layers", 1, 3),
