@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -92,15 +91,24 @@ class EncoderConfig:
 
 
 def _revision(model_name: str, config) -> str:
-    """The hub commit of a downloaded model, else a hash of a local directory: its config and
-    every byte of its weight files (a tuned copy differs from its base in the middle layers)."""
+    """The hub commit of a downloaded model, else a hash of a local directory's contents: its
+    config file and every byte of its weight files (a tuned copy differs from its base in the
+    middle layers). Where the directory lies, or how its path is spelled, does not count."""
     if commit := getattr(config, "_commit_hash", None):
         return commit
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    for f in sorted(Path(model_name).glob("*.safetensors")) + sorted(
-            Path(model_name).glob("*.bin")):
+    digest = hashlib.sha256()
+    for f in [Path(model_name) / "config.json"] + sorted(Path(model_name).glob(
+            "*.safetensors")) + sorted(Path(model_name).glob("*.bin")):
         digest.update(f.name.encode() + file_digest(f).encode())
     return digest.hexdigest()[:16]
+
+
+def encoder_label(model: str, path: str) -> str:
+    """How an encoder is named in versions and tuned copies: a NAMED_ENCODERS name ("" is
+    minilm), a local directory by its base name (its revision says what it holds), else the
+    hub id."""
+    name = model or "minilm"
+    return name if name in NAMED_ENCODERS or not Path(path).is_dir() else Path(path).name
 
 
 def file_digest(path: Path) -> str:
@@ -124,6 +132,7 @@ class ItemEncoder:
     def __init__(self, cfg: EncoderConfig = EncoderConfig()) -> None:
         self.cfg = cfg
         self.name = encoder_path(cfg.model)
+        self.label = encoder_label(cfg.model, self.name)
         self.config = AutoConfig.from_pretrained(self.name)
         self.revision = _revision(self.name, self.config)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -142,7 +151,7 @@ class ItemEncoder:
 
     def fingerprint(self) -> dict:
         """What the vectors depend on: model, revision, pooling, prompt, truncation."""
-        return {"model": self.name, "revision": self.revision} | {
+        return {"model": self.label, "revision": self.revision} | {
             k: v for k, v in asdict(self.cfg).items()
             if k not in ("model", "batch_size", "threads")}  # these do not change a vector
 

@@ -137,7 +137,7 @@ def tuning_record(tuned: Path) -> dict:
 def save_tuned(model, tokenizer, encoder: ItemEncoder, cfg: TuningConfig, stats: dict,
                out_root: Path) -> Path:
     """Write the tuned copy whole or not at all, as out_root/<base>-tuned-<weights hash>
-    (<base>: the encoder's name, e.g. minilm, or its directory's)."""
+    (<base>: the encoder's label, e.g. minilm)."""
     out_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_root) as tmp:
         staged = Path(tmp) / "model"
@@ -147,8 +147,7 @@ def save_tuned(model, tokenizer, encoder: ItemEncoder, cfg: TuningConfig, stats:
             "base": encoder.name, "base_revision": encoder.revision, "pooling":
             encoder.cfg.pooling, "prompt": encoder.cfg.prompt, "settings": asdict(cfg)} | stats,
             indent=2) + "\n")
-        base = Path(encoder.cfg.model or "minilm").name  # a named encoder by its name
-        target = out_root / f"{base}-tuned-{file_digest(staged / WEIGHTS)[:12]}"
+        target = out_root / f"{Path(encoder.label).name}-tuned-{file_digest(staged / WEIGHTS)[:12]}"
         if not target.exists():
             staged.rename(target)
     return target

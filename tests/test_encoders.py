@@ -2,10 +2,13 @@
 hub id or local directory as given."""
 
 import importlib.metadata
+import os
+import shutil
 
 import numpy as np
 import pytest
 
+from features.embeddings import embedding_version
 from features.encoder import (
     MPNET_PIECES,
     EncoderConfig,
@@ -23,6 +26,22 @@ def test_a_name_is_a_bundled_encoder_and_anything_else_is_passed_on(tmp_path):
     assert encoder_path("sentence-transformers/all-MiniLM-L12-v2") == \
         "sentence-transformers/all-MiniLM-L12-v2"
     assert encoder_path(str(tmp_path)) == str(tmp_path)
+
+
+def test_a_local_directory_is_versioned_by_what_it_holds_not_where_it_lies(tmp_path,
+                                                                             monkeypatch):
+    for place in ("a", "b"):
+        shutil.copytree(default_encoder(), tmp_path / place / "enc")
+    monkeypatch.chdir(tmp_path)
+    spelled = [ItemEncoder(EncoderConfig(model=m)) for m in (
+        "a/enc", str(tmp_path / "a" / "enc"), os.path.join("b", "..", "b", "enc"))]
+    assert {(e.label, embedding_version(e, ("title",))) for e in spelled} == {
+        ("enc", embedding_version(spelled[0], ("title",)))}
+    named = ItemEncoder(EncoderConfig())
+    assert named.label == "minilm" and named.revision == spelled[0].revision
+    (tmp_path / "b" / "enc" / "config.json").write_text(
+        (tmp_path / "b" / "enc" / "config.json").read_text().replace('"gelu"', '"relu"'))
+    assert ItemEncoder(EncoderConfig(model="b/enc")).revision != spelled[0].revision
 
 
 def _installed(name: str) -> bool:
