@@ -28,7 +28,7 @@ class ItemEmbeddings:
 def embedding_version(encoder: ItemEncoder, fields: tuple[str, ...]) -> str:
     """Names the recipe of an embedding; equal versions mean comparable vectors."""
     recipe = json.dumps(encoder.fingerprint() | {"fields": list(fields)}, sort_keys=True)
-    return f"{Path(encoder.label).name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+    return f"{encoder.stem}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
 def embed_catalog(items: pd.DataFrame, encoder: ItemEncoder, fields: tuple[str, ...],

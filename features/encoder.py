@@ -97,9 +97,9 @@ def _revision(model_name: str, config) -> str:
     if commit := getattr(config, "_commit_hash", None):
         return commit
     digest = hashlib.sha256()
-    for f in [Path(model_name) / "config.json"] + sorted(Path(model_name).glob(
-            "*.safetensors")) + sorted(Path(model_name).glob("*.bin")):
-        digest.update(f.name.encode() + file_digest(f).encode())
+    for pattern in ("config.json", "*.safetensors", "*.bin"):
+        for f in sorted(Path(model_name).glob(pattern)):
+            digest.update(f.name.encode() + file_digest(f).encode())
     return digest.hexdigest()[:16]
 
 
@@ -144,6 +144,12 @@ class ItemEncoder:
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.tokenizer, model = load_text_model(self.name, self.device, dtype)
         self._model = model.eval()
+
+    @property
+    def stem(self) -> str:
+        """The label's last part (a hub id's model name), which names files: embedding
+        versions and tuned copies."""
+        return Path(self.label).name
 
     @property
     def dim(self) -> int:

@@ -147,7 +147,7 @@ def save_tuned(model, tokenizer, encoder: ItemEncoder, cfg: TuningConfig, stats:
             "base": encoder.name, "base_revision": encoder.revision, "pooling":
             encoder.cfg.pooling, "prompt": encoder.cfg.prompt, "settings": asdict(cfg)} | stats,
             indent=2) + "\n")
-        target = out_root / f"{Path(encoder.label).name}-tuned-{file_digest(staged / WEIGHTS)[:12]}"
+        target = out_root / f"{encoder.stem}-tuned-{file_digest(staged / WEIGHTS)[:12]}"
         if not target.exists():
             staged.rename(target)
     return target
