@@ -3,14 +3,15 @@ from dataclasses import fields
 
 import pytest
 import torch
+import torch.nn.functional as F
 from configs import model_config
 
 from training.model import (
     EmbeddingVersionError,
     ModelConfig,
+    RDropLoss,
     SeqRec,
     TextTable,
-    next_item_loss,
     pca_whitening,
 )
 
@@ -122,10 +123,13 @@ def test_set_dropout_moves_every_rate_and_keeps_the_blocks_wiring(block):
 def test_every_config_field_reaches_the_model(monkeypatch):
     cfg = tiny(num_items=40, max_len=6, hidden=24, layers=3, heads=4, dropout=0.3, text_dim=10,
                embedding_version="v7", loss="sampled", negatives=5, whiten_text=True,
-               repeat_bias=True, id_dropout=0.5, block="sasrec", positions="relative")
+               repeat_bias=True, id_dropout=0.5, block="sasrec", positions="relative",
+               consistency=0.5)
     model = SeqRec(cfg, TextTable(torch.randn(40, 10), "v7"))
-    sampled = []
+    sampled, passes = [], []
     monkeypatch.setattr(torch, "randint", record(torch.randint, sampled))
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda *a, **k: passes.append(1) or encode(*a, **k))
     model(torch.tensor([[1, 2, 3]]), torch.tensor([[2, 3, 4]]))
     seen = {
         "num_items": model.item_id.num_embeddings == 41 and model.item_text.shape[0] == 41,
@@ -144,6 +148,7 @@ def test_every_config_field_reaches_the_model(monkeypatch):
         "id_dropout": 0 < dropped_id_rows(model) < 41,
         "block": all(b.mlp[0].out_features == 24 and b.sasrec for b in model.blocks),
         "positions": model.distance_bias.shape == (4, 6) and not hasattr(model, "pos"),
+        "consistency": len(passes) == 2,  # a training step: two passes
     }
     assert set(seen) == {f.name for f in fields(ModelConfig)}
     assert all(seen.values()), seen
@@ -248,7 +253,7 @@ def test_text_mode_scores_come_from_text():
 
 @pytest.mark.parametrize("bad", [{"item_repr": "image"}, {"item_repr": "text", "text_dim": 0},
                                  {"hidden": 10, "heads": 3}, {"loss": "bce"},
-                                 {"negatives": 0}, {"id_dropout": 1.0}])
+                                 {"negatives": 0}, {"id_dropout": 1.0}, {"consistency": -0.1}])
 def test_invalid_config_is_refused(bad):
     with pytest.raises(ValueError):
         tiny(**bad)
@@ -270,10 +275,35 @@ def test_text_table_is_an_input_not_a_weight():
     again.load_state_dict(model.state_dict())  # strict: nothing missing, nothing extra
 
 
-def test_loss_is_cross_entropy_over_items_from_one():
-    logits = torch.tensor([[0.0, 0.0, 10.0], [10.0, 0.0, 0.0]])  # items 1..3
-    assert next_item_loss(logits, torch.tensor([3, 1])).max().item() < 1e-3
-    assert next_item_loss(logits, torch.tensor([1, 3])).min().item() > 9
+@pytest.mark.parametrize("weight", [0.0, 0.7])
+def test_loss_is_cross_entropy_over_items_from_one_and_r_drop_by_hand(weight):
+    cfg = tiny(item_repr="id", text_dim=0, dropout=0.3, consistency=weight)
+    model = SeqRec(cfg)
+    seq, targets = torch.tensor([[0, 4, 5, 9], [3, 8, 2, 7]]), torch.tensor([[4, 5, 9, 1],
+                                                                             [8, 2, 7, 30]])
+    torch.manual_seed(1)
+    loss = model(seq, targets)  # (7,): the targets with a history
+    torch.manual_seed(1)  # the same dropout masks, pass by pass
+    items = model.item_embeddings()
+    keep = (targets > 0) & (seq > 0)
+    log_probs = [(model.encode(seq, items)[keep] @ items[1:].T).log_softmax(1)
+                 for _ in range(2 if weight else 1)]
+    ce = torch.stack([F.cross_entropy(p, targets[keep] - 1, reduction="none")
+                      for p in log_probs]).mean(0)
+    kl = (F.kl_div(log_probs[-1], log_probs[0], log_target=True, reduction="none").sum(1)
+          + F.kl_div(log_probs[0], log_probs[-1], log_target=True, reduction="none").sum(1))
+    torch.testing.assert_close(loss, ce + weight / 2 * kl)
+    assert weight == 0 or kl.min() > 0  # two passes, two masks
+    torch.testing.assert_close(model.eval()(seq, targets),  # evaluation: one pass, no dropout
+                               F.cross_entropy(model.encode(seq)[keep] @ items[1:].T,
+                                               targets[keep] - 1, reduction="none"))
+
+
+def test_r_drop_gradient_written_out_is_the_expressions_own():
+    torch.manual_seed(0)
+    a, b = (torch.randn(5, 7, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    labels = torch.tensor([0, 3, 6, 2, 2])
+    assert torch.autograd.gradcheck(lambda x, y: RDropLoss.apply(x, y, labels, 0.7), (a, b))
 
 
 def test_sampled_softmax_over_the_whole_catalog_is_the_full_cross_entropy():

@@ -15,6 +15,7 @@ from training.sequences import cut_share, training_windows
 TEXT = TextTable(torch.zeros(10, 4), "v1")
 CHANGED = {"item_repr": "text", "max_len": 7, "hidden": 32, "layers": 3, "heads": 2,
            "block": "sasrec", "positions": "relative", "dropout": 0.4, "dropout_warmup": 3,
+           "consistency": 0.5,
            "loss": "sampled", "negatives": 9, "whiten_text": False,
            "repeat_bias": False, "id_dropout": 0.25, "epochs": 3, "patience": 2,
            "batch_size": 8, "lr": 0.01, "lr_decay": 0.3, "lr_patience": 2,

@@ -51,6 +51,8 @@ class ModelConfig:
     whiten_text: bool  # PCA-whiten the LLM embeddings before the adapter
     repeat_bias: bool  # learn how much more (or less) likely an item already seen is
     id_dropout: float  # hybrid: share of items whose ID row is left out in a training step
+    consistency: float  # weight of R-Drop's term: the symmetric KL divergence between the
+    # next-item distributions of two training passes under their own dropout masks (0: one pass)
     block: str  # "prenorm" or "sasrec": how a transformer block is wired (see Block)
     positions: str  # "absolute": a learned embedding per position counted back from the end of
     # the window, added to the input; "relative": a learned attention bias per distance from
@@ -68,6 +70,8 @@ class ModelConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.negatives < 1:
             raise ValueError(f"negatives must be at least 1, got {self.negatives}")
+        if self.consistency < 0:
+            raise ValueError(f"consistency must be at least 0, got {self.consistency}")
         if not 0 <= self.id_dropout < 1:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.item_repr != "id" and self.text_dim <= 0:
@@ -249,28 +253,34 @@ class SeqRec(nn.Module):
 
     def forward(self, seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Loss of the next item at every non-padded target position, one per target: (M,).
-        Training averages it (over all processes under DDP)."""
+        Training averages it (over all processes under DDP). With `cfg.consistency`, two
+        passes under their own dropout masks: their mean cross-entropy plus the consistency
+        weight times the symmetric KL divergence of their next-item distributions (R-Drop)."""
         seq, targets = seq[:, -self.cfg.max_len :], targets[:, -self.cfg.max_len :]
         items = self.item_embeddings()
-        h = self.encode(seq, items)  # (B, T, C)
         keep = (targets > 0) & (seq > 0)  # (B, T): a target needs a history before it
-        h, targets = h[keep], targets[keep]  # (M, C), (M,)
+        targets = targets[keep]  # (M,)
         prefixes = None
         if self.cfg.repeat_bias:
             T = seq.shape[1]
             causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).tril()  # (T, T)
             prefixes = (seq.unsqueeze(1) * causal)[keep]  # (M, T): the items up to each target
-        if self.cfg.loss == "ce":
-            logits = h @ items[1:].T  # (M, num_items): padding is never a candidate
+        if self.cfg.loss == "ce":  # every item but padding is a candidate
+            candidates, log_q, labels = None, 0.0, targets - 1
+        else:
+            candidates, log_q = self.sampled_candidates(targets)
+            labels = torch.searchsorted(candidates, targets)
+        passes = 2 if self.training and self.cfg.consistency else 1
+        logits = []  # (M, K) per pass
+        for _ in range(passes):
+            h = self.encode(seq, items)[keep]  # (M, C)
+            scores = h @ (items[1:] if candidates is None else items[candidates]).T - log_q
             if prefixes is not None:
-                self.shift_repeats_(logits, prefixes, first=1)
-            return next_item_loss(logits, targets)
-        candidates, log_q = self.sampled_candidates(targets)
-        logits = h @ items[candidates].T - log_q  # (M, K)
-        if prefixes is not None:
-            self.shift_repeats_(logits, prefixes, candidates)
-        return F.cross_entropy(logits.float(), torch.searchsorted(candidates, targets),
-                               reduction="none")
+                self.shift_repeats_(scores, prefixes, candidates, first=1)
+            logits.append(scores.float())
+        if passes == 1:
+            return F.cross_entropy(logits[0], labels, reduction="none")
+        return RDropLoss.apply(*logits, labels, self.cfg.consistency)
 
     def sampled_candidates(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The items a sampled softmax ranks each target among, sorted and shared by the batch:
@@ -340,7 +350,37 @@ def pca_whitening(vectors: torch.Tensor, eps: float = 1e-2) -> tuple[torch.Tenso
     return mean, matrix.float()
 
 
-def next_item_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Full-softmax cross-entropy per target: logits (M, num_items) over items
-    1..num_items, targets (M,) item ids from 1 -> (M,)."""
-    return F.cross_entropy(logits.float(), targets - 1, reduction="none")
+class RDropLoss(torch.autograd.Function):
+    """Per target, from the logits `a` and `b` (M, K) of two passes under their own dropout
+    masks and the targets' columns `labels` (M,): the mean of the two cross-entropies plus
+    `weight` / 2 times the symmetric KL divergence of the two softmaxes (R-Drop, Liang et al.
+    2021). Its gradient is written out, so that a step makes a third of the passes over the
+    (M, K) matrices that autograd makes of the same expression; with p = softmax(a),
+    q = softmax(b), d = a - b:
+    d/da = (p - onehot) / 2 + weight / 2 * (p - q + p * (d - <p, d>)),
+    d/db = (q - onehot) / 2 + weight / 2 * (q - p - q * (d - <q, d>))."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, weight: float
+                ) -> torch.Tensor:
+        log_p, log_q = a.log_softmax(1), b.log_softmax(1)
+        at = labels.unsqueeze(1)
+        loss = (log_p.gather(1, at) + log_q.gather(1, at)).squeeze(1) / -2
+        d = log_p.sub_(log_q)  # a - b, less a constant per row that the KL does not see
+        p, q = a.softmax(1), log_q.exp_()
+        p_d, q_d = (p * d).sum(1), (q * d).sum(1)  # <p, d>, <q, d>: (M,)
+        ctx.save_for_backward(p, q, d, p_d, q_d, labels)
+        ctx.weight = weight
+        return loss + weight / 2 * (p_d - q_d)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        p, q, d, p_d, q_d, labels = ctx.saved_tensors
+        half = ctx.weight / 2
+        grads = []
+        for own, other, own_d, sign in ((p, q, p_d, 1.0), (q, p, q_d, -1.0)):
+            g = d - own_d.unsqueeze(1)  # (M, K)
+            g.mul_(sign * half).add_(0.5 + half).mul_(own).add_(other, alpha=-half)
+            g[torch.arange(len(labels), device=g.device), labels] -= 0.5
+            grads.append(g.mul_(grad.unsqueeze(1)))
+        return grads[0], grads[1], None, None

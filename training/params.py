@@ -72,6 +72,9 @@ class RetrainParams(BaseModel):
                                                 "a history")
     id_dropout: float = Field(0.5, ge=0, lt=1, description="hybrid: share of ID rows left out "
                                                            "in a training step")
+    consistency: float = Field(0.0, ge=0, description="R-Drop: two training passes under "
+                               "their own dropout masks, and this weight on the symmetric KL "
+                               "divergence of their next-item distributions (0: one pass)")
     # its training (training.train.TrainConfig)
     epochs: int = Field(100, ge=1, description="Most epochs to train")
     patience: int = Field(10, ge=1, description="Epochs without a better validation NDCG@10 "
@@ -125,7 +128,7 @@ class RetrainParams(BaseModel):
             loss=self.loss, negatives=self.negatives, whiten_text=self.whiten_text and uses_text,
             repeat_bias=self.repeat_bias,
             id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=own.block,
-            positions=own.positions)
+            positions=own.positions, consistency=self.consistency)
 
     def training(self, progress: bool = True) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,

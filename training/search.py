@@ -20,11 +20,13 @@ from training.retrain import fit
 WEIGHT_DECAYS = [0.0, 0.01, 0.1, 0.5]
 HIDDEN = [32, 64, 128]
 BATCH_SIZES = [64, 128, 256]
+CONSISTENCY = [0.0, 1.0]  # R-Drop off or on: it pays on some data and not on other
 
 
 def suggest(trial: optuna.Trial, base: RetrainParams) -> RetrainParams:
     """The settings `trial` draws: learning rate, dropout, weight decay, width, depth, batch
-    size and, for `hybrid`, the ID-row dropout; `base` for everything else."""
+    size, R-Drop's weight and, for `hybrid`, the ID-row dropout; `base` for everything
+    else."""
     drawn = {
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
         "dropout": trial.suggest_float("dropout", 0.0, 0.8),
@@ -32,6 +34,7 @@ def suggest(trial: optuna.Trial, base: RetrainParams) -> RetrainParams:
         "hidden": trial.suggest_categorical("hidden", HIDDEN),
         "layers": trial.suggest_int("layers", 1, 3),
         "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
+        "consistency": trial.suggest_categorical("consistency", CONSISTENCY),
     }
     if base.item_repr == "hybrid":
         drawn["id_dropout"] = trial.suggest_float("id_dropout", 0.0, 0.7)
