@@ -266,7 +266,7 @@ class SeqRec(nn.Module):
             causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).tril()  # (T, T)
             prefixes = (seq.unsqueeze(1) * causal)[keep]  # (M, T): the items up to each target
         if self.cfg.loss == "ce":  # every item but padding is a candidate
-            candidates, log_q, labels = None, 0.0, targets - 1
+            candidates, log_q, labels = None, None, targets - 1
         else:
             candidates, log_q = self.sampled_candidates(targets)
             labels = torch.searchsorted(candidates, targets)
@@ -274,7 +274,9 @@ class SeqRec(nn.Module):
         logits = []  # (M, K) per pass
         for _ in range(passes):
             h = self.encode(seq, items)[keep]  # (M, C)
-            scores = h @ (items[1:] if candidates is None else items[candidates]).T - log_q
+            scores = h @ (items[1:] if candidates is None else items[candidates]).T  # (M, K)
+            if log_q is not None:
+                scores = scores - log_q
             if prefixes is not None:
                 self.shift_repeats_(scores, prefixes, candidates, first=1)
             logits.append(scores.float())
