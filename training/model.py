@@ -357,8 +357,8 @@ class RDropLoss(torch.autograd.Function):
     masks and the targets' columns `labels` (M,): the mean of the two cross-entropies plus
     `weight` / 2 times the symmetric KL divergence of the two softmaxes (R-Drop, Liang et al.
     2021). Its gradient is written out: fewer passes over the (M, K) matrices than autograd
-    makes of the same expression (a Beauty step 2.7 times a one-pass step instead of 3.9:
-    docs/benchmarks.md, "R-Drop"). With p = softmax(a), q = softmax(b), d = a - b:
+    makes of the same expression (measured on Beauty: docs/benchmarks.md, "R-Drop"). With
+    p = softmax(a), q = softmax(b), d = a - b:
     d/da = (p - onehot) / 2 + weight / 2 * (p - q + p * (d - <p, d>)),
     d/db = (q - onehot) / 2 + weight / 2 * (q - p - q * (d - <q, d>))."""
 
