@@ -51,8 +51,8 @@ class ModelConfig:
     whiten_text: bool  # PCA-whiten the LLM embeddings before the adapter
     repeat_bias: bool  # learn how much more (or less) likely an item already seen is
     id_dropout: float  # hybrid: share of items whose ID row is left out in a training step
-    consistency: float  # weight of R-Drop's term: the symmetric KL divergence between the
-    # next-item distributions of two training passes under their own dropout masks (0: one pass)
+    consistency: float  # R-Drop's weight: half of it times the symmetric KL divergence between
+    # the next-item distributions of two training passes under their own dropout masks (0: one pass)
     block: str  # "prenorm" or "sasrec": how a transformer block is wired (see Block)
     positions: str  # "absolute": a learned embedding per position counted back from the end of
     # the window, added to the input; "relative": a learned attention bias per distance from
@@ -254,7 +254,7 @@ class SeqRec(nn.Module):
     def forward(self, seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Loss of the next item at every non-padded target position, one per target: (M,).
         Training averages it (over all processes under DDP). With `cfg.consistency`, two
-        passes under their own dropout masks: their mean cross-entropy plus the consistency
+        passes under their own dropout masks: their mean cross-entropy plus half the consistency
         weight times the symmetric KL divergence of their next-item distributions (R-Drop)."""
         seq, targets = seq[:, -self.cfg.max_len :], targets[:, -self.cfg.max_len :]
         items = self.item_embeddings()
@@ -270,11 +270,12 @@ class SeqRec(nn.Module):
         else:
             candidates, log_q = self.sampled_candidates(targets)
             labels = torch.searchsorted(candidates, targets)
+        ranked = items[1:] if candidates is None else items[candidates]  # (K, C)
         passes = 2 if self.training and self.cfg.consistency else 1
         logits = []  # (M, K) per pass
         for _ in range(passes):
             h = self.encode(seq, items)[keep]  # (M, C)
-            scores = h @ (items[1:] if candidates is None else items[candidates]).T  # (M, K)
+            scores = h @ ranked.T  # (M, K)
             if log_q is not None:
                 scores = scores - log_q
             if prefixes is not None:
