@@ -82,6 +82,7 @@ def main() -> None:
             metrics = evaluate_test(model_scorer(grown(fitted, params, index, text), device()),
                                     split, counts, new=new)
             runs.append({"model": item_repr, "seed": seed,
+                         "embedding_version": fitted.model.cfg.embedding_version,
                          "withheld_items": int(new.sum()), "best_epoch": fitted.result.best_epoch,
                          "epochs_run": len(fitted.result.history), **metrics})
             print(json.dumps({k: v for k, v in runs[-1].items()

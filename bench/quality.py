@@ -98,6 +98,7 @@ def train_and_test(interactions: pd.DataFrame, items, text: TextTable | None,
     result = fitted.result
     epoch_seconds = [r["epoch_seconds"] for r in result.history]
     return {"model": params.item_repr, "loss": params.loss, "seed": params.seed,
+            "embedding_version": fitted.model.cfg.embedding_version,
             "best_epoch": result.best_epoch, "epochs_run": len(result.history),
             "mean_epoch_seconds": float(np.mean(epoch_seconds)),
             "seconds_to_best": float(sum(epoch_seconds[: result.best_epoch])),
