@@ -77,7 +77,7 @@ class RetrainParams(BaseModel):
                                "divergence of their next-item distributions (0: one pass)")
     # its training (training.train.TrainConfig)
     epochs: int = Field(100, ge=1, description="Most epochs to train")
-    patience: int = Field(10, ge=1, description="Epochs without a better validation NDCG@10 "
+    patience: int = Field(20, ge=1, description="Epochs without a better validation NDCG@10 "
                                                "before stopping")
     lr_decay: float = Field(0.5, gt=0, le=1, description="Factor of the learning rate after "
                             "lr_patience epochs without a better validation NDCG@10 (1: constant)")
