@@ -45,10 +45,11 @@ class Recommender(mlflow.pyfunc.PythonModel):
         """The bundle, and the feature store that `user_id` queries read (if any)."""
         self.features = online_store(feature_store_config) if feature_store_config else None
         bundle = torch.load(path, weights_only=True)
-        # a bundle saved before blocks and positions had a choice (pre-norm, absolute) and
-        # before training could take two passes (one)
+        # a bundle saved before blocks, positions and the adapter's width had a choice
+        # (pre-norm, absolute, hidden) and before training could take two passes (one)
+        saved = bundle["config"]
         cfg = ModelConfig(**{"block": "prenorm", "positions": "absolute", "consistency": 0.0,
-                             **bundle["config"]})
+                             "adapter_width": saved["hidden"], **saved})
         text = bundle["text_embeddings"]
         self.model = SeqRec(cfg, None if text is None else
                             TextTable(text, bundle["embedding_version"]))

@@ -124,7 +124,7 @@ def test_every_config_field_reaches_the_model(monkeypatch):
     cfg = tiny(num_items=40, max_len=6, hidden=24, layers=3, heads=4, dropout=0.3, text_dim=10,
                embedding_version="v7", loss="sampled", negatives=5, whiten_text=True,
                repeat_bias=True, id_dropout=0.5, block="sasrec", positions="relative",
-               consistency=0.5)
+               consistency=0.5, adapter_width=20)
     model = SeqRec(cfg, TextTable(torch.randn(40, 10), "v7"))
     sampled, passes = [], []
     monkeypatch.setattr(torch, "randint", record(torch.randint, sampled))
@@ -140,6 +140,7 @@ def test_every_config_field_reaches_the_model(monkeypatch):
         "dropout": model.drop.p == 0.3 and all(b.attn.dropout == 0.3 for b in model.blocks),
         "item_repr": hasattr(model, "item_id") and hasattr(model, "text_adapter"),
         "text_dim": model.text_adapter[0].in_features == 10,
+        "adapter_width": model.text_adapter[2].in_features == 20,
         "embedding_version": model.cfg.embedding_version == "v7",
         "loss": sampled == [(1, 41, (5,))] and hasattr(model, "target_share"),
         "negatives": sampled == [(1, 41, (5,))],  # uniform negatives: the sampled softmax
@@ -253,7 +254,8 @@ def test_text_mode_scores_come_from_text():
 
 @pytest.mark.parametrize("bad", [{"item_repr": "image"}, {"item_repr": "text", "text_dim": 0},
                                  {"hidden": 10, "heads": 3}, {"loss": "bce"},
-                                 {"negatives": 0}, {"id_dropout": 1.0}, {"consistency": -0.1}])
+                                 {"negatives": 0}, {"id_dropout": 1.0}, {"consistency": -0.1},
+                                 {"adapter_width": 0}])
 def test_invalid_config_is_refused(bad):
     with pytest.raises(ValueError):
         tiny(**bad)

@@ -15,7 +15,7 @@ from training.sequences import cut_share, training_windows
 TEXT = TextTable(torch.zeros(10, 4), "v1")
 CHANGED = {"item_repr": "text", "max_len": 7, "hidden": 32, "layers": 3, "heads": 2,
            "block": "sasrec", "positions": "relative", "dropout": 0.4, "dropout_warmup": 3,
-           "consistency": 0.5,
+           "consistency": 0.5, "adapter_width": 48,
            "loss": "sampled", "negatives": 9, "whiten_text": False,
            "repeat_bias": False, "id_dropout": 0.25, "epochs": 3, "patience": 2,
            "batch_size": 8, "lr": 0.01, "lr_decay": 0.3, "lr_patience": 2,
@@ -35,6 +35,12 @@ def test_the_settings_above_are_all_of_them():
     assert set(RetrainParams.model_fields) == set(CHANGED) | {"warm_start"}  # fit reads it
 
 
+def test_the_adapter_is_as_wide_as_the_transformer_unless_given():
+    assert RetrainParams(hidden=32).model(10, TEXT, []).adapter_width == 32
+    assert RetrainParams(hidden=32).resolved().adapter_width == 32  # what a run records
+    assert RetrainParams(hidden=32, adapter_width=256).model(10, TEXT, []).adapter_width == 256
+
+
 def test_whitening_and_id_dropout_are_recorded_only_where_they_act():
     cfg = RetrainParams(item_repr="id").model(10, None, [])
     assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim) == (False, 0.0, 0)
@@ -50,7 +56,8 @@ def test_a_setting_left_unset_takes_its_representations_default_and_a_given_one_
     params = RetrainParams(item_repr=item_repr)
     cfg = params.model(10, text, [])
     assert (cfg.block, cfg.dropout) == (own["block"], own["dropout"])
-    assert params.resolved().model_dump() == params.model_dump() | own
+    assert params.resolved().model_dump() == params.model_dump() | own | {
+        "adapter_width": params.hidden}
     cfg = RetrainParams(item_repr=item_repr, block="sasrec", dropout=0.0).model(10, text, [])
     assert (cfg.block, cfg.dropout) == ("sasrec", 0.0)
 

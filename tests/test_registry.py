@@ -19,7 +19,7 @@ from serving.registry import (
     rollback,
 )
 from serving.schema import Answer, Query
-from training.model import SeqRec
+from training.model import SeqRec, TextTable
 from training.params import RetrainParams
 from training.sequences import ItemIndex
 
@@ -68,14 +68,18 @@ def test_served_scores_are_the_models_own_for_every_history_length(bundle):
         assert torch.allclose(served, expected.sort(descending=True).values, atol=1e-5)
 
 
-def test_a_bundle_saved_before_blocks_and_positions_had_a_choice_serves_its_model(tmp_path):
+def test_a_bundle_saved_before_blocks_positions_and_adapter_width_had_a_choice_serves_it(
+        tmp_path):
     torch.manual_seed(4)
-    model = SeqRec(model_config(num_items=5, max_len=4, hidden=8, layers=1, block="prenorm"))
+    model = SeqRec(model_config(num_items=5, max_len=4, hidden=8, layers=1, block="prenorm",
+                                item_repr="hybrid", text_dim=6, embedding_version="v",
+                                adapter_width=8), TextTable(torch.randn(5, 6), "v"))
     path = tmp_path / "old.pt"
     save_bundle(path, model.eval(), ItemIndex.from_items([101, 102, 103, 104, 105]),
                 ["A", "B", "C", "D", "E"], np.array([0, 5, 4, 3, 2, 1]), "v")
     saved = torch.load(path, weights_only=True)
-    del saved["config"]["block"], saved["config"]["positions"]  # as written before the fields
+    for field in ("block", "positions", "adapter_width"):  # as written before the fields
+        del saved["config"][field]
     torch.save(saved, path)
     rec = Recommender()
     rec.load(path)

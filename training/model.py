@@ -49,6 +49,7 @@ class ModelConfig:
     # uniform negatives, logQ-corrected
     negatives: int  # uniform negatives per batch of the sampled softmax
     whiten_text: bool  # PCA-whiten the LLM embeddings before the adapter
+    adapter_width: int  # width of the hidden layer of the adapter from text to hidden
     repeat_bias: bool  # learn how much more (or less) likely an item already seen is
     id_dropout: float  # hybrid: share of items whose ID row is left out in a training step
     consistency: float  # R-Drop's weight: half of it times the symmetric KL divergence between
@@ -74,6 +75,8 @@ class ModelConfig:
             raise ValueError(f"consistency must be at least 0, got {self.consistency}")
         if not 0 <= self.id_dropout < 1:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
+        if self.adapter_width < 1:
+            raise ValueError(f"adapter_width must be at least 1, got {self.adapter_width}")
         if self.item_repr != "id" and self.text_dim <= 0:
             raise ValueError(f"item_repr={self.item_repr!r} needs text embeddings (text_dim > 0)")
         if self.hidden % self.heads:
@@ -177,8 +180,8 @@ class SeqRec(nn.Module):
                 self.register_buffer("text_mean", mean)
                 self.register_buffer("text_whitening", whitening)
             self.text_adapter = nn.Sequential(
-                nn.Linear(cfg.text_dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.hidden)
-            )
+                nn.Linear(cfg.text_dim, cfg.adapter_width), nn.GELU(),
+                nn.Linear(cfg.adapter_width, cfg.hidden))
         if cfg.repeat_bias:
             self.repeat_bias = nn.Parameter(torch.zeros(()))
         if cfg.loss == "sampled":

@@ -68,6 +68,9 @@ class RetrainParams(BaseModel):
                                                   "softmax")
     whiten_text: bool = Field(True, description="PCA-whiten the LLM item embeddings before "
                                                 "the adapter (text and hybrid)")
+    adapter_width: int | None = Field(None, ge=1, description="Width of the hidden layer of "
+                                      "the adapter from text to hidden (text and hybrid); "
+                                      "default: hidden")
     repeat_bias: bool = Field(True, description="Learn a score shift for the items already in "
                                                 "a history")
     id_dropout: float = Field(0.5, ge=0, lt=1, description="hybrid: share of ID rows left out "
@@ -98,10 +101,10 @@ class RetrainParams(BaseModel):
     p95_ms: float = Field(50.0, description="Latency budget of one in-process query (p95)")
 
     def resolved(self, train: list[np.ndarray] | None = None) -> RetrainParams:
-        """These settings with every field left at None given its representation's value
-        (ID_ONLY or WITH_TEXT) and, for the training sequences `train` when given, the values
-        their history lengths decide (ID_ONLY_LONG, positions "auto"): what a run records and
-        trains with."""
+        """These settings with every field left at None given its value: its representation's
+        (ID_ONLY or WITH_TEXT), the adapter's width that of hidden, and, for the training
+        sequences `train` when given, the values their history lengths decide (ID_ONLY_LONG,
+        positions "auto"): what a run records and trains with."""
         kind = ID_ONLY if self.item_repr == "id" else WITH_TEXT
         given = {}
         if train is not None:
@@ -111,6 +114,8 @@ class RetrainParams(BaseModel):
             if self.positions == "auto":
                 given["positions"] = "relative" if long else "absolute"
         given |= {k: v for k, v in kind.items() if getattr(self, k) is None}
+        if self.adapter_width is None:
+            given["adapter_width"] = self.hidden
         return self.model_copy(update=given)
 
     def model(self, num_items: int, text: TextTable | None, train: list[np.ndarray]
@@ -126,6 +131,7 @@ class RetrainParams(BaseModel):
             text_dim=text.vectors.shape[1] if uses_text and text is not None else 0,
             embedding_version=text.version if uses_text and text is not None else "",
             loss=self.loss, negatives=self.negatives, whiten_text=self.whiten_text and uses_text,
+            adapter_width=own.adapter_width,
             repeat_bias=self.repeat_bias,
             id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=own.block,
             positions=own.positions, consistency=self.consistency)

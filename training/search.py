@@ -21,12 +21,13 @@ WEIGHT_DECAYS = [0.0, 0.01, 0.1, 0.5]
 HIDDEN = [32, 64, 128]
 BATCH_SIZES = [64, 128, 256]
 CONSISTENCY = [0.0, 1.0]  # R-Drop off or on: it pays on some data and not on other
+ADAPTER_WIDTHS = [64, 256]  # text and hybrid
 
 
 def suggest(trial: optuna.Trial, base: RetrainParams) -> RetrainParams:
     """The settings `trial` draws: learning rate, dropout, weight decay, width, depth, batch
-    size, R-Drop's weight and, for `hybrid`, the ID-row dropout; `base` for everything
-    else."""
+    size, R-Drop's weight, with text the adapter's width and, for `hybrid`, the ID-row
+    dropout; `base` for everything else."""
     drawn = {
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
         "dropout": trial.suggest_float("dropout", 0.0, 0.8),
@@ -36,6 +37,8 @@ def suggest(trial: optuna.Trial, base: RetrainParams) -> RetrainParams:
         "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
         "consistency": trial.suggest_categorical("consistency", CONSISTENCY),
     }
+    if base.item_repr != "id":
+        drawn["adapter_width"] = trial.suggest_categorical("adapter_width", ADAPTER_WIDTHS)
     if base.item_repr == "hybrid":
         drawn["id_dropout"] = trial.suggest_float("id_dropout", 0.0, 0.7)
     return RetrainParams(**base.model_dump() | drawn | {"warm_start": False})
