@@ -84,9 +84,10 @@ def main() -> None:
             runs.append({"model": item_repr, "seed": seed,
                          "embedding_version": fitted.model.cfg.embedding_version,
                          "withheld_items": int(new.sum()), "best_epoch": fitted.result.best_epoch,
+                         "text_match_weight": fitted.result.text_match_weight,
                          "epochs_run": len(fitted.result.history), **metrics})
-            print(json.dumps({k: v for k, v in runs[-1].items()
-                              if k in ("model", "seed", "best_epoch", *KEYS[:6])}), flush=True)
+            shown = ("model", "seed", "best_epoch", "text_match_weight", *KEYS[:6])
+            print(json.dumps({k: v for k, v in runs[-1].items() if k in shown}), flush=True)
             result |= {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                        "seconds": time.perf_counter() - started,
                        "summary": summarize(runs, result["summary_keys"]), "runs": runs}

@@ -46,10 +46,12 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.features = online_store(feature_store_config) if feature_store_config else None
         bundle = torch.load(path, weights_only=True)
         # a bundle saved before blocks, positions and the adapter's width had a choice
-        # (pre-norm, absolute, hidden) and before training could take two passes (one)
+        # (pre-norm, absolute, hidden), before training could take two passes (one) and
+        # before the text match (none)
         saved = bundle["config"]
         cfg = ModelConfig(**{"block": "prenorm", "positions": "absolute", "consistency": 0.0,
-                             "adapter_width": saved["hidden"], **saved})
+                             "adapter_width": saved["hidden"], "text_match_window": 0,
+                             **saved})
         text = bundle["text_embeddings"]
         self.model = SeqRec(cfg, None if text is None else
                             TextTable(text, bundle["embedding_version"]))

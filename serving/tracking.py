@@ -56,6 +56,7 @@ def log_retrain(fitted: Fitted, compared: dict[str, dict[str, float]], params: d
     with mlflow.start_run() as run:
         mlflow.log_params(params | {"embedding_version": embedding_version,
                                     "start": fitted.start, "best_epoch": result.best_epoch,
+                                    "text_match_weight": result.text_match_weight,
                                     "evaluation_set": fitted.evaluation_set})
         mlflow.log_metrics({f"data_{k}": v for k, v in data.items()})
         mlflow.log_metrics({"train_users": len(fitted.split.train),
@@ -63,8 +64,7 @@ def log_retrain(fitted: Fitted, compared: dict[str, dict[str, float]], params: d
                             "items": len(fitted.index)})
         for row in result.history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        best = result.history[result.best_epoch - 1]["valid_ndcg_at_10"]
-        mlflow.log_metrics(compared["model"] | {"valid_ndcg_at_10": best}
+        mlflow.log_metrics(compared["model"] | {"valid_ndcg_at_10": result.valid_ndcg_at_10}
                            | {f"{name}_{k}": v for name in ("champion", "popularity")
                               for k, v in compared.get(name, {}).items()})
         mlflow.log_figure(plot_curves(result.history, result.best_epoch), "training_curves.png")

@@ -1,6 +1,7 @@
 import math
 from dataclasses import fields
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from training.model import (
     TextTable,
     pca_whitening,
 )
+from training.train import grown_model
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -124,7 +126,7 @@ def test_every_config_field_reaches_the_model(monkeypatch):
     cfg = tiny(num_items=40, max_len=6, hidden=24, layers=3, heads=4, dropout=0.3, text_dim=10,
                embedding_version="v7", loss="sampled", negatives=5, whiten_text=True,
                repeat_bias=True, id_dropout=0.5, block="sasrec", positions="relative",
-               consistency=0.5, adapter_width=20)
+               consistency=0.5, adapter_width=20, text_match_window=3)
     model = SeqRec(cfg, TextTable(torch.randn(40, 10), "v7"))
     sampled, passes = [], []
     monkeypatch.setattr(torch, "randint", record(torch.randint, sampled))
@@ -150,6 +152,9 @@ def test_every_config_field_reaches_the_model(monkeypatch):
         "block": all(b.mlp[0].out_features == 24 and b.sasrec for b in model.blocks),
         "positions": model.distance_bias.shape == (4, 6) and not hasattr(model, "pos"),
         "consistency": len(passes) == 2,  # a training step: two passes
+        "text_match_window": torch.allclose(  # item 5's match reads items 2, 3, 4
+            model.text_matches(torch.tensor([[1, 2, 3, 4]]))[0, 5],
+            (model.match_table[[2, 3, 4]] @ model.match_table[5]).mean()),
     }
     assert set(seen) == {f.name for f in fields(ModelConfig)}
     assert all(seen.values()), seen
@@ -157,6 +162,7 @@ def test_every_config_field_reaches_the_model(monkeypatch):
     assert not hasattr(SeqRec(tiny(item_repr="text"), text_table(tiny())), "item_id")
     plain = SeqRec(tiny(), text_table(tiny()))
     assert not hasattr(plain, "text_whitening") and not hasattr(plain, "repeat_bias")
+    assert not hasattr(plain, "text_match")
     assert plain.pos.num_embeddings == 8 and not hasattr(plain, "distance_bias")
 
 
@@ -243,6 +249,37 @@ def test_repeat_bias_shifts_the_items_seen_up_to_each_position(loss):
     assert (future > seen + 1).all()
 
 
+@pytest.mark.parametrize("whiten_text", [False, True])
+def test_the_text_match_adds_its_weight_times_the_mean_cosine_of_the_latest_items(whiten_text):
+    cfg = tiny(text_match_window=2, whiten_text=whiten_text)
+    table = text_table(cfg)
+    model = SeqRec(cfg, table).eval()
+    text = table.vectors
+    if whiten_text:
+        text = (text - model.text_mean) @ model.text_whitening
+    unit = F.normalize(text, dim=1)  # row i: item i + 1
+    seq = torch.tensor([[0, 1, 7, 3]])  # the window: items 7 and 3
+    expected = (unit[[6, 2]].mean(0) @ unit.T)  # (n,) of items 1..n
+    expected[[0, 6, 2]] = 0.0  # the history's own items: left to the repeat shift
+    before = model.score_next(seq)  # weight 0: the match is not computed
+    model.set_text_match(1.5)
+    torch.testing.assert_close((model.score_next(seq) - before)[0, 1:], 1.5 * expected)
+    assert "text_match" in model.state_dict() and "match_table" not in model.state_dict()
+
+
+def test_an_item_new_to_the_catalog_is_matched_by_its_text_and_keeps_the_weight():
+    cfg = tiny(text_match_window=1, whiten_text=True)
+    table = text_table(cfg)
+    model = SeqRec(cfg, table).eval()
+    model.set_text_match(3.0)
+    grown_text = torch.cat([table.vectors, table.vectors[4:5]])  # item 31 reads as item 5
+    grown = grown_model(model, np.arange(1, 31), np.arange(1, 32), TextTable(grown_text, "v1"))
+    assert grown.text_match == 3.0 and grown.matching  # under the whitening it was fitted with
+    torch.testing.assert_close(grown.text_whitening, model.text_whitening)
+    matches = grown.text_matches(torch.tensor([[2, 5]]))[0]
+    assert matches[31] == pytest.approx(1.0) and matches[31] == matches[1:].max()
+
+
 def test_text_mode_scores_come_from_text():
     cfg = tiny(item_repr="text")
     table = text_table(cfg)
@@ -255,7 +292,8 @@ def test_text_mode_scores_come_from_text():
 @pytest.mark.parametrize("bad", [{"item_repr": "image"}, {"item_repr": "text", "text_dim": 0},
                                  {"hidden": 10, "heads": 3}, {"loss": "bce"},
                                  {"negatives": 0}, {"id_dropout": 1.0}, {"consistency": -0.1},
-                                 {"adapter_width": 0}])
+                                 {"adapter_width": 0}, {"text_match_window": -1},
+                                 {"item_repr": "id", "text_dim": 0, "text_match_window": 2}])
 def test_invalid_config_is_refused(bad):
     with pytest.raises(ValueError):
         tiny(**bad)

@@ -15,7 +15,7 @@ from training.sequences import cut_share, training_windows
 TEXT = TextTable(torch.zeros(10, 4), "v1")
 CHANGED = {"item_repr": "text", "max_len": 7, "hidden": 32, "layers": 3, "heads": 2,
            "block": "sasrec", "positions": "relative", "dropout": 0.4, "dropout_warmup": 3,
-           "consistency": 0.5, "adapter_width": 48,
+           "consistency": 0.5, "adapter_width": 48, "text_match_window": 2,
            "loss": "sampled", "negatives": 9, "whiten_text": False,
            "repeat_bias": False, "id_dropout": 0.25, "epochs": 3, "patience": 2,
            "batch_size": 8, "lr": 0.01, "lr_decay": 0.3, "lr_patience": 2,
@@ -41,11 +41,13 @@ def test_the_adapter_is_as_wide_as_the_transformer_unless_given():
     assert RetrainParams(hidden=32, adapter_width=256).model(10, TEXT, []).adapter_width == 256
 
 
-def test_whitening_and_id_dropout_are_recorded_only_where_they_act():
+def test_whitening_id_dropout_and_the_text_match_are_recorded_only_where_they_act():
     cfg = RetrainParams(item_repr="id").model(10, None, [])
-    assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim) == (False, 0.0, 0)
+    assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim, cfg.text_match_window) == (
+        False, 0.0, 0, 0)
     cfg = RetrainParams(item_repr="text").model(10, TEXT, [])
-    assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim) == (True, 0.0, 4)
+    assert (cfg.whiten_text, cfg.id_dropout, cfg.text_dim, cfg.text_match_window) == (
+        True, 0.0, 4, 5)
 
 
 @pytest.mark.parametrize("item_repr, own", [("id", ID_ONLY), ("text", WITH_TEXT),

@@ -36,6 +36,23 @@ def bundle(tmp_path):
     return path
 
 
+@pytest.fixture
+def matched_bundle(tmp_path):
+    """A hybrid model with its text match on, as a retrain fits it."""
+    torch.manual_seed(5)
+    model = SeqRec(model_config(num_items=5, max_len=4, hidden=8, layers=1, repeat_bias=True,
+                                item_repr="hybrid", text_dim=6, embedding_version="v",
+                                whiten_text=True, text_match_window=2),
+                   TextTable(torch.randn(5, 6), "v"))
+    with torch.no_grad():
+        model.repeat_bias.fill_(0.3)
+    model.set_text_match(2.0)
+    path = tmp_path / "matched.pt"
+    save_bundle(path, model.eval(), ItemIndex.from_items([101, 102, 103, 104, 105]),
+                ["A", "B", "C", "D", "E"], np.array([0, 5, 4, 3, 2, 1]), "v")
+    return path
+
+
 def ask(rec: Recommender, **query) -> Answer:
     [answer] = rec.predict(None, [Query(**query)])
     return answer
@@ -56,9 +73,13 @@ def test_bundle_answers_without_the_history_and_falls_back_to_popularity(bundle)
     assert sorted(r.item_id for r in seen_too.recommendations) == [101, 102, 103, 104, 105]
 
 
-def test_served_scores_are_the_models_own_for_every_history_length(bundle):
+@pytest.mark.parametrize("saved", ["bundle", "matched_bundle"])
+def test_served_scores_are_the_models_own_for_every_history_length(saved, request):
     rec = Recommender()
-    rec.load(bundle)  # max_len 4: histories shorter, as long and longer
+    rec.load(request.getfixturevalue(saved))  # max_len 4: histories shorter, as long and longer
+    matched = saved == "matched_bundle"
+    assert (rec.model.cfg.text_match_window, rec.model.matching) == ((2, True) if matched
+                                                                     else (0, False))
     for history in ([104], [101, 103], [105, 101, 103], [102, 101, 105, 104],
                     [103, 102, 101, 105, 104, 102]):
         seq = torch.from_numpy(rec.index.encode(history[-4:])).unsqueeze(0)
@@ -78,7 +99,8 @@ def test_a_bundle_saved_before_blocks_positions_and_adapter_width_had_a_choice_s
     save_bundle(path, model.eval(), ItemIndex.from_items([101, 102, 103, 104, 105]),
                 ["A", "B", "C", "D", "E"], np.array([0, 5, 4, 3, 2, 1]), "v")
     saved = torch.load(path, weights_only=True)
-    for field in ("block", "positions", "adapter_width"):  # as written before the fields
+    for field in ("block", "positions", "adapter_width", "text_match_window"):  # as written
+        # before the fields
         del saved["config"][field]
     torch.save(saved, path)
     rec = Recommender()

@@ -11,6 +11,7 @@ import torch
 from configs import model_config, train_config
 from ddp_worker import curve, synthetic_split
 
+from training.evaluate import evaluate_targets, model_scorer
 from training.model import ModelConfig, SeqRec, TextTable
 from training.train import grown_state, train_model
 
@@ -69,6 +70,23 @@ def test_warm_start_keeps_known_items_and_starts_new_ones_from_their_text(item_r
     new = SeqRec(cfg, TextTable(torch.randn(4, 12), "v1") if text_dim else None)
     new.load_state_dict(state)  # strict
     torch.testing.assert_close(new.blocks[0].attn.qkv.weight, previous.blocks[0].attn.qkv.weight)
+
+
+def test_the_text_match_takes_the_weight_best_on_validation():
+    split = synthetic_split()  # the next item is one or two steps on: its text is alike
+    angle = torch.arange(30) * 2 * torch.pi / 30  # items around a circle, as they are walked
+    vectors = torch.stack([angle.cos(), angle.sin()], 1) @ torch.randn(2, 12)
+    cfg = text_cfg(item_repr="hybrid", text_match_window=1, whiten_text=False)
+    result = train_model(split, cfg, train_config(epochs=1), TextTable(vectors, "v1"))
+    untouched = result.history[0]["valid_ndcg_at_10"]  # the trained model alone
+    assert result.text_match_weight > 0 and result.model.text_match == result.text_match_weight
+    assert result.valid_ndcg_at_10 > untouched
+    assert result.valid_ndcg_at_10 == evaluate_targets(
+        model_scorer(result.model, torch.device("cpu")), split.valid_history,
+        split.valid_target)["ndcg_at_10"]
+    plain = train_model(split, replace(cfg, text_match_window=0), train_config(epochs=1),
+                        TextTable(vectors, "v1"))
+    assert (plain.text_match_weight, plain.valid_ndcg_at_10) == (0.0, untouched)
 
 
 def test_warm_start_refuses_another_architecture():

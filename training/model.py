@@ -50,6 +50,7 @@ class ModelConfig:
     negatives: int  # uniform negatives per batch of the sampled softmax
     whiten_text: bool  # PCA-whiten the LLM embeddings before the adapter
     adapter_width: int  # width of the hidden layer of the adapter from text to hidden
+    text_match_window: int  # the text match reads this many of a history's latest items (0: off)
     repeat_bias: bool  # learn how much more (or less) likely an item already seen is
     id_dropout: float  # hybrid: share of items whose ID row is left out in a training step
     consistency: float  # R-Drop's weight: half of it times the symmetric KL divergence between
@@ -77,6 +78,11 @@ class ModelConfig:
             raise ValueError(f"id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.adapter_width < 1:
             raise ValueError(f"adapter_width must be at least 1, got {self.adapter_width}")
+        if self.text_match_window < 0:
+            raise ValueError(f"text_match_window must be at least 0, got "
+                             f"{self.text_match_window}")
+        if self.text_match_window and self.item_repr == "id":
+            raise ValueError("the text match needs text embeddings: item_repr 'id' has none")
         if self.item_repr != "id" and self.text_dim <= 0:
             raise ValueError(f"item_repr={self.item_repr!r} needs text embeddings (text_dim > 0)")
         if self.hidden % self.heads:
@@ -182,6 +188,12 @@ class SeqRec(nn.Module):
             self.text_adapter = nn.Sequential(
                 nn.Linear(cfg.text_dim, cfg.adapter_width), nn.GELU(),
                 nn.Linear(cfg.adapter_width, cfg.hidden))
+        self.matching = False  # the text match weighs in (a Python flag: a static branch)
+        if cfg.text_match_window:
+            # its weight, fitted on validation after training (training.train.fit_text_match)
+            self.register_buffer("text_match", torch.zeros(()))
+            self.update_match_table()
+            self.register_load_state_dict_post_hook(SeqRec.loaded)
         if cfg.repeat_bias:
             self.repeat_bias = nn.Parameter(torch.zeros(()))
         if cfg.loss == "sampled":
@@ -199,6 +211,39 @@ class SeqRec(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.hidden)
+
+    @staticmethod
+    def loaded(module: SeqRec, _) -> None:
+        """After a state dict is loaded: the match table follows the whitening loaded with the
+        weights (a grown catalog's too), and the match weighs in as its loaded weight says."""
+        module.update_match_table()
+        module.matching = bool(module.text_match)
+
+    def set_text_match(self, weight: float) -> None:
+        """The text match's weight; 0: not computed at all (as in training)."""
+        self.text_match.fill_(weight)
+        self.matching = weight != 0
+
+    def update_match_table(self) -> None:
+        """Unit rows of the items' LLM embeddings, whitened as the adapter reads them when it
+        does, for the text match: (n, text_dim), padding a zero row."""
+        text = self.item_text
+        if self.cfg.whiten_text:
+            text = (text - self.text_mean) @ self.text_whitening
+        table = F.normalize(text, dim=1)
+        table[0] = 0.0
+        self.register_buffer("match_table", table, persistent=False)
+
+    def text_matches(self, seq: torch.Tensor) -> torch.Tensor:
+        """How like the latest `text_match_window` items of each history every item reads: the
+        mean cosine of its text with theirs (B, T) -> (B, n); 0 for the history's own items,
+        whose score the repeat shift sets. Fine distinctions of text (a brand, a line, a shade)
+        that the hidden-wide item rows cannot all keep; the only signal of an item that
+        training never saw, beside its text row."""
+        recent = self.match_table[seq[:, -self.cfg.text_match_window :]]  # (B, W, D)
+        held = (seq[:, -self.cfg.text_match_window :] > 0).unsqueeze(-1)  # (B, W, 1)
+        query = (recent * held).sum(1) / held.sum(1).clamp(min=1)  # (B, D)
+        return (query @ self.match_table.T).scatter_(1, seq, 0.0)  # (B, n)
 
     def set_dropout(self, rate: float) -> None:
         """Every dropout of the model (each at `cfg.dropout` when built) at `rate` instead."""
@@ -334,11 +379,13 @@ class SeqRec(nn.Module):
     def state_scores(self, seq: torch.Tensor, items: torch.Tensor | None = None
                      ) -> torch.Tensor:
         """`score_next` without the repeat shift: each item's dot product with the history's
-        last hidden state (B, T) -> (B, n), column 0 -inf; all a ranking that leaves out
-        the history's own items needs."""
+        last hidden state, plus its text match's weight times its `text_matches` (B, T) ->
+        (B, n), column 0 -inf; all a ranking that leaves out the history's own items needs."""
         items = self.item_embeddings() if items is None else items
         h = self.encode(seq, items, last_only=True)[:, -1]  # (B, C)
         scores = h @ items.T  # (B, n)
+        if self.matching:
+            scores = scores + self.text_match * self.text_matches(seq[:, -self.cfg.max_len :])
         scores[:, 0] = float("-inf")
         return scores
 

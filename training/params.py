@@ -71,6 +71,11 @@ class RetrainParams(BaseModel):
     adapter_width: int | None = Field(None, ge=1, description="Width of the hidden layer of "
                                       "the adapter from text to hidden (text and hybrid); "
                                       "default: hidden")
+    text_match_window: int = Field(
+        5, ge=0, description="text and hybrid: add to each item's score a weight (fitted on "
+                             "validation after training) times the mean cosine of its LLM "
+                             "embedding with those of this many of the history's latest items "
+                             "(0: off)")
     repeat_bias: bool = Field(True, description="Learn a score shift for the items already in "
                                                 "a history")
     id_dropout: float = Field(0.5, ge=0, lt=1, description="hybrid: share of ID rows left out "
@@ -132,6 +137,7 @@ class RetrainParams(BaseModel):
             embedding_version=text.version if uses_text and text is not None else "",
             loss=self.loss, negatives=self.negatives, whiten_text=self.whiten_text and uses_text,
             adapter_width=own.adapter_width,
+            text_match_window=self.text_match_window if uses_text else 0,
             repeat_bias=self.repeat_bias,
             id_dropout=self.id_dropout if self.item_repr == "hybrid" else 0.0, block=own.block,
             positions=own.positions, consistency=self.consistency)

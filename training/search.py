@@ -1,8 +1,9 @@
 """The search over the retrain settings, without its operators (no Prefect or MLflow): the
-settings an Optuna trial draws, and one trial's fit, scored by its best validation NDCG@10 and
-stopped early when the pruner finds its validation curve behind the others'. A trial never
-ranks a test target: `fit` trains on each user's items but the last two and validates on the
-second to last; the last is left to `training.retrain.compare`, which this never calls."""
+settings an Optuna trial draws, and one trial's fit, scored by the validation NDCG@10 of the
+model it keeps (its best epoch, its text match fitted) and stopped early when the pruner finds
+its validation curve behind the others'. A trial never ranks a test target: `fit` trains on
+each user's items but the last two and validates on the second to last; the last is left to
+`training.retrain.compare`, which this never calls."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def suggest(trial: optuna.Trial, base: RetrainParams) -> RetrainParams:
 
 @dataclass
 class TrialOutcome:
-    value: float  # the best validation NDCG@10 it reached
+    value: float  # validation NDCG@10 of the model kept (pruned: of its best epoch)
     epochs: int  # epochs it ran
     pruned: bool  # stopped by the pruner
     curve: list[float] = field(default_factory=list)  # validation NDCG@10 of every epoch
@@ -67,12 +68,13 @@ def run_trial(interactions: pd.DataFrame, items, text: TextTable | None, params:
         if should_stop(int(row["epoch"]), row["valid_ndcg_at_10"]):
             raise _Pruned
 
-    pruned = False
     try:
-        fit(interactions, items, text, params, progress=False, on_epoch=on_epoch)
+        value = fit(interactions, items, text, params, progress=False,
+                    on_epoch=on_epoch).result.valid_ndcg_at_10
+        pruned = False
     except _Pruned:
-        pruned = True
-    return TrialOutcome(max(curve), len(curve), pruned, curve)
+        value, pruned = max(curve), True
+    return TrialOutcome(value, len(curve), pruned, curve)
 
 
 def pruned_by(trial: optuna.Trial) -> Callable[[int, float], bool]:

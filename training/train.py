@@ -25,6 +25,8 @@ from training.model import ModelConfig, SeqRec, TextTable
 from training.sequences import Split, length_batches, pad_left, popularity, training_windows
 
 log = logging.getLogger(__name__)
+# the text match's weights tried on validation once training stops (in logit units)
+TEXT_MATCH_WEIGHTS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
@@ -49,6 +51,8 @@ class TrainResult:
     model: SeqRec
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    valid_ndcg_at_10: float = 0.0  # of the model as kept: its best epoch, its text match fitted
+    text_match_weight: float = 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -142,6 +146,8 @@ def train_model(
     model = SeqRec(model_cfg, text).to(dev)
     if init_state is not None:
         model.load_state_dict(init_state)
+    if model_cfg.text_match_window:  # fitted once training stops, even on a warm start
+        model.set_text_match(0.0)
     if model_cfg.loss == "sampled":
         counts = torch.from_numpy(popularity(split.train, model_cfg.num_items)).double()
         model.target_share.copy_(counts / counts.sum().clamp(min=1))
@@ -204,4 +210,25 @@ def train_model(
     model.load_state_dict(best_state)
     model.set_dropout(model_cfg.dropout)
     model.eval()
+    result.valid_ndcg_at_10 = best_ndcg
+    if model_cfg.text_match_window:
+        result.text_match_weight, result.valid_ndcg_at_10 = fit_text_match(model, split, dev)
+        log.info("text match weight %g: valid ndcg@10 %.4f", result.text_match_weight,
+                 result.valid_ndcg_at_10)
     return result
+
+
+@torch.no_grad()
+def fit_text_match(model: SeqRec, split: Split, dev: torch.device) -> tuple[float, float]:
+    """Set the weight of the model's text match to the one of TEXT_MATCH_WEIGHTS with the best
+    validation NDCG@10 (the smallest of equals; 0 leaves the model as trained): (weight, its
+    NDCG@10). Every process computes the same."""
+    score = model_scorer(model, dev)
+    ndcg = {}
+    for weight in TEXT_MATCH_WEIGHTS:
+        model.set_text_match(weight)
+        ndcg[weight] = evaluate_targets(score, split.valid_history,
+                                        split.valid_target)["ndcg_at_10"]
+    chosen = max(ndcg, key=ndcg.get)
+    model.set_text_match(chosen)
+    return chosen, ndcg[chosen]
